@@ -1,0 +1,35 @@
+# The README's two commands: `make run` and `make test`. Both build .venv from scratch if missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch 2.14.1 + torchvision 0.29.1 is the pair that works on the reference machines (docs/install.md).
+TORCH  := "torch>=2.4" "torchvision>=0.19"
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.core: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH) -e .
+	touch $@
+
+$(VENV)/.all: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH) -e ".[all,test]"
+	touch $@ $(VENV)/.core
+
+run: $(VENV)/.core
+	$(BIN)/samat run recipes/quickstart.yaml
+
+test: $(VENV)/.all
+	$(BIN)/ruff check core plugins tests benchmarks examples
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.all
+	$(BIN)/ruff check core plugins tests benchmarks examples
+
+bench: $(VENV)/.core
+	$(BIN)/python benchmarks/step_cost.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,161 @@
+"""Create tasks, perturbations and attacks by registered name, with parameter validation.
+
+Parameters are checked against the factory's signature before the call, so an unknown key
+fails with a suggestion and the recipe path that holds it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from samat.errors import SamatError, UnknownNameError
+from samat.interfaces import Attack, InputPerturbation, LossFn, Task, WeightPerturbation
+from samat.plugins import registries
+from samat.registry import unknown_name_message
+
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+
+
+def _parameters(factory: Callable[..., Any]) -> tuple[list[str], bool]:
+    """Keyword names a factory accepts, and whether it takes ``**kwargs`` (assumed when the
+    signature cannot be read)."""
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return [], True
+    names = [
+        p.name for p in sig.parameters.values()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    return names, var_kw
+
+
+def call_factory(
+    factory: Callable[..., Any],
+    params: dict[str, Any],
+    path: str,
+    *,
+    args: tuple = (),
+    skip: tuple[str, ...] = (),
+    defaults: dict[str, Any] | None = None,
+) -> Any:
+    """``factory(*args, **params)`` after checking ``params``; errors name ``path``.
+
+    ``defaults`` are passed only where the factory accepts them and the user did not set them.
+    """
+    names, var_kw = _parameters(factory)
+    valid = [n for n in names if n not in skip]
+    if not var_kw:
+        for key in params:
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                raise SamatError(
+                    f"Unknown key '{path}.{key}'.{hint} Valid keys here: name, {', '.join(valid)}"
+                )
+    kwargs = dict(params)
+    for key, value in (defaults or {}).items():
+        if key not in kwargs and key in names:
+            kwargs[key] = value
+    try:
+        return factory(*args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise SamatError(f"{path}: {exc}") from None
+
+
+def _entry(registry_attr: str, name: str, path: str) -> Any:
+    try:
+        return getattr(registries(), registry_attr).get(name)
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"{exc} (at {path}.name)") from None
+
+
+def create_task(name: str, path: str = "task", **params: Any) -> Task:
+    """Instantiate the task registered as ``name``."""
+    return call_factory(_entry("tasks", name, path).factory, params, path)
+
+
+def create_input_perturbation(
+    name: str, path: str = "input_perturbation", task: Task | None = None, **params: Any
+) -> InputPerturbation:
+    """Instantiate an input perturbation; ``bounds``/``mask`` default to the task's."""
+    factory = _entry("input_perturbations", name, path).factory
+    return call_factory(factory, params, path, defaults=_task_domain(task))
+
+
+def create_weight_perturbation(
+    name: str,
+    model_params: Any,
+    optimizer: str = "sgd",
+    optimizer_params: dict[str, Any] | None = None,
+    path: str = "weight_perturbation",
+    optimizer_path: str = "optimizer",
+    **params: Any,
+) -> WeightPerturbation:
+    """A weight perturbation (plain step, SAM, ...) over the base optimizer ``optimizer``."""
+    factory = _entry("weight_perturbations", name, path).factory
+    if optimizer not in OPTIMIZERS:
+        raise UnknownNameError(
+            unknown_name_message("optimizer", optimizer, sorted(OPTIMIZERS))
+            + f" (at {optimizer_path}.name)"
+        )
+    base_cls = getattr(torch.optim, OPTIMIZERS[optimizer])
+    base_kwargs = dict(optimizer_params or {})
+    names, _ = _parameters(base_cls)
+    for key in base_kwargs:
+        if key not in names or key == "params":
+            raise SamatError(
+                f"Unknown key '{optimizer_path}.{key}'. Valid keys for {base_cls.__name__}: "
+                f"{', '.join(n for n in names if n != 'params')}"
+            )
+    try:
+        base_cls([torch.zeros(1, requires_grad=True)], **base_kwargs)
+    except (ValueError, TypeError) as exc:
+        raise SamatError(f"{optimizer_path}: {exc}") from None
+    return call_factory(
+        factory, params, path, args=(model_params, base_cls, base_kwargs),
+        skip=("params", "base_optimizer_cls", "base_kwargs"),
+    )
+
+
+def create_attack(
+    name: str,
+    model: torch.nn.Module,
+    loss_fn: LossFn | None = None,
+    *,
+    path: str = "attack",
+    task: Task | None = None,
+    **params: Any,
+) -> Attack:
+    """An attack bound to ``model``, torchattacks style: ``create_attack("pgd", model,
+    norm="linf", eps=8/255, alpha=2/255, steps=10)(x, y) -> x_adv``.
+
+    A registered :class:`InputPerturbation` class is wrapped in
+    :class:`samat.perturb.ModelAttack`; any other factory is called as
+    ``factory(model, loss_fn=loss_fn, **params)``.
+    """
+    factory = _entry("attacks", name, path).factory
+    defaults = _task_domain(task)
+    if loss_fn is None and task is not None:
+        loss_fn = task.loss
+    if isinstance(factory, type) and issubclass(factory, InputPerturbation):
+        from samat.perturb import ModelAttack
+
+        perturbation = call_factory(factory, params, path, defaults=defaults)
+        return ModelAttack(perturbation, model, loss_fn)
+    return call_factory(
+        factory, params, path, args=(model,), skip=("model", "loss_fn"),
+        defaults={"loss_fn": loss_fn, **defaults},
+    )
+
+
+def _task_domain(task: Task | None) -> dict[str, Any]:
+    if task is None:
+        return {}
+    return {"bounds": task.input_bounds, "mask": task.input_mask()}

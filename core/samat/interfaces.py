@@ -1,0 +1,162 @@
+"""The four things a plugin can provide: Task, InputPerturbation, Attack, WeightPerturbation.
+
+One training step is ``x = input_perturbation.perturb(...)`` followed by
+``weight_perturbation.step(...)``: standard training, SAM, AT and SAM+AT are recipes, not code
+paths, and a task never knows which one is running.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+LossFn = Callable[[Any, Tensor], Tensor]
+"""``loss_fn(model_output, target) -> scalar mean loss``."""
+
+Bounds = tuple[float, float] | None
+"""Valid input range, e.g. ``(0.0, 1.0)`` for images; ``None`` for unbounded inputs."""
+
+
+class Metric(ABC):
+    """Streaming metric: ``update`` per batch, ``compute`` at the end."""
+
+    @abstractmethod
+    def update(self, output: Any, target: Tensor) -> None: ...
+
+    @abstractmethod
+    def compute(self) -> dict[str, float]:
+        """All values; must contain the task's ``metric`` key."""
+
+
+class Accuracy(Metric):
+    """Top-1 accuracy in percent for ``(N, C)`` logits, or ``(N,)`` sign scores (binary ±1)."""
+
+    def __init__(self) -> None:
+        self.correct = 0
+        self.total = 0
+
+    def update(self, output: Tensor, target: Tensor) -> None:
+        if output.ndim == 1:
+            pred = torch.where(output >= 0, 1, -1).to(target.dtype)
+        else:
+            pred = output.argmax(dim=1)
+        self.correct += int((pred == target).sum())
+        self.total += int(target.numel())
+
+    def compute(self) -> dict[str, float]:
+        return {"accuracy": 100.0 * self.correct / max(self.total, 1), "n_examples": self.total}
+
+
+class InputPerturbation(ABC):
+    """Maps a clean batch to the one the model sees (identity, PGD, FGSM, ...).
+
+    Implementations must not update BatchNorm statistics nor leave gradients on parameters.
+    """
+
+    name: str = "?"
+
+    @abstractmethod
+    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> Tensor: ...
+
+    def describe(self) -> dict[str, Any]:
+        """Every parameter that determines the perturbation (recorded next to results)."""
+        return {"name": self.name}
+
+
+class Attack(ABC):
+    """An evaluation attack bound to a model, torchattacks style: ``attack(x, y) -> x_adv``."""
+
+    name: str = "?"
+
+    @abstractmethod
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor: ...
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+@dataclass
+class StepResult:
+    """What one optimisation step reports: the loss and output of the first (clean-weight) pass."""
+
+    loss: Tensor
+    output: Any
+
+
+class WeightPerturbation(ABC):
+    """One optimisation step on a batch: a plain step, SAM, ASAM, ...
+
+    ``optimizer`` is what LR schedulers drive and what is checkpointed.
+    """
+
+    name: str = "?"
+    optimizer: torch.optim.Optimizer
+
+    @abstractmethod
+    def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult: ...
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+class Task(ABC):
+    """Data, model, loss and natural metric of one problem.
+
+    Datasets yield ``(x, y)`` pairs; inputs live in ``input_bounds`` (normalisation belongs inside
+    the model so attacks act on raw inputs).
+    """
+
+    metric: str = "accuracy"
+    higher_is_better: bool = True
+    input_bounds: Bounds = (0.0, 1.0)
+    collate_fn: Callable[[list], Any] | None = None
+
+    @abstractmethod
+    def train_dataset(self) -> torch.utils.data.Dataset: ...
+
+    @abstractmethod
+    def eval_dataset(self) -> torch.utils.data.Dataset: ...
+
+    @abstractmethod
+    def build_model(self) -> nn.Module: ...
+
+    def loss(self, output: Any, target: Tensor) -> Tensor:
+        """Mean loss of a batch (cross-entropy by default)."""
+        return nn.functional.cross_entropy(output, target)
+
+    def new_metric(self) -> Metric:
+        return Accuracy()
+
+    def input_mask(self) -> Tensor | None:
+        """Where attacks may change an input (1) or not (0), broadcastable to a batch of inputs;
+        ``None`` means everywhere."""
+        return None
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        batches: Iterable[tuple[Any, Tensor]],
+        attack: Attack | None = None,
+    ) -> dict[str, float]:
+        """Natural metric of ``model`` on ``batches``, after ``attack`` if one is given."""
+        metric = self.new_metric()
+        model.eval()
+        for x, y in batches:
+            if attack is not None:
+                x = attack(x, y)
+            with torch.no_grad():
+                metric.update(model(x), y)
+        return metric.compute()
+
+    def report(self, model: nn.Module) -> dict[str, Any]:
+        """Task-specific extra results recorded in ``metrics.json`` (e.g. learned weights)."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the data and model recorded next to results (sizes, sources)."""
+        return {}

@@ -1,0 +1,173 @@
+"""Sharpness-Aware Minimization (Foret et al., 2021) and ASAM (Kwon et al., 2021).
+
+Drop-in compatible with the widely copied https://github.com/davda54/sam API, plus exact weight
+restoration, a single saved copy of the weights, ``torch.amp.GradScaler`` support and
+BatchNorm-statistics freezing for the second pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.optimizer import ParamsT
+
+from samat.optim.bn import frozen_bn_stats
+
+_EPS = 1e-12
+
+_PROTOCOL = (
+    "SAM needs two forward/backward passes per step: either call first_step(), run the second "
+    "forward/backward, then second_step() (or scaler.step(sam) under GradScaler); or run the "
+    "first forward/backward and then call step(closure) with a closure that re-runs "
+    "forward/backward and returns the loss."
+)
+
+
+def _norm(t: Tensor) -> Tensor:
+    """L2 norm accumulated in at least float32."""
+    return torch.linalg.vector_norm(t, dtype=torch.promote_types(t.dtype, torch.float32))
+
+
+class SAM(Optimizer):
+    """SAM/ASAM wrapper around any base optimizer (davda54/sam compatible).
+
+    ``param_groups`` and ``state`` are the base optimizer's own objects, so LR schedulers built
+    on the SAM object drive the base optimizer. ``rho`` and ``adaptive`` are per-group
+    defaults. The ascent step uses one gradient norm over all groups:
+    ``e = rho * g / ||g||``, or with ``adaptive=True`` ``e = rho * w**2 * g / || |w| * g ||``.
+    Pass ``model`` to freeze its BatchNorm running statistics during the second pass of
+    ``step(closure)``.
+    """
+
+    # GradScaler.step then hands us the scale and the inf check instead of skipping step(), so
+    # the weights can be restored even when the update is skipped.
+    _step_supports_amp_scaling = True
+
+    def __init__(
+        self,
+        params: ParamsT,
+        base_optimizer: Callable[..., Optimizer],
+        rho: float = 0.05,
+        adaptive: bool = False,
+        model: nn.Module | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(params, dict(rho=rho, adaptive=adaptive, **kwargs))
+        for group in self.param_groups:
+            if not group["rho"] > 0:
+                raise ValueError(f"rho must be > 0, got {group['rho']}")
+        self.base_optimizer = base_optimizer(self.param_groups, **kwargs)
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+        self.defaults.update(self.base_optimizer.defaults)
+        self.model = model
+        self._saved: list[tuple[Tensor, Tensor]] | None = None
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """Save the weights and move them to the (approximate) worst case ``w + e``.
+
+        The direction is invariant to the gradient's scale, so GradScaler-scaled gradients are
+        fine. With a non-finite gradient norm the weights are not perturbed (``e = 0``) but the
+        step is still in progress.
+        """
+        if self._saved is not None:
+            raise RuntimeError("first_step() called twice without second_step() in between")
+        with_grad = [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self._saved = [(p, p.clone()) for _, p in with_grad]
+        grad_norm = self._grad_norm()
+        if torch.isfinite(grad_norm):
+            for group, p in with_grad:
+                scale = (group["rho"] / (grad_norm + _EPS)).to(p)
+                e = p.grad * scale
+                if group["adaptive"]:
+                    e.mul_(p.square())
+                p.add_(e)
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Restore the saved weights exactly, then take the base optimizer's step."""
+        self._restore()
+        self.base_optimizer.step()
+        # Tells torch LR schedulers that the optimizer stepped (step() sets it via their wrapper).
+        self._opt_called = True
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:
+        """Second half of a SAM step (``second_step``), or a whole step given a closure.
+
+        With ``closure`` (forward + backward without zero_grad, returning the loss), the first
+        forward/backward must already have been run: this does ``first_step(zero_grad=True)``,
+        ``closure()`` (BatchNorm statistics frozen if ``model`` was given), ``second_step()``
+        and returns the closure's loss. Without it, a ``first_step`` must be in progress; under
+        ``scaler.step(sam)`` the weights are always restored, the gradients unscaled, and the
+        base step skipped if the scaler found inf/NaN gradients.
+        """
+        if closure is not None:
+            self.first_step(zero_grad=True)
+            freeze = frozen_bn_stats(self.model) if self.model is not None else nullcontext()
+            with freeze, torch.enable_grad():
+                loss = closure()
+            self.second_step()
+            return loss
+        if self._saved is None:
+            raise RuntimeError(_PROTOCOL)
+        found_inf: Tensor | None = getattr(self, "found_inf", None)
+        if found_inf is None:
+            self.second_step()
+            return None
+        # Called by GradScaler.step(), which set found_inf and grad_scale (None if already
+        # unscaled by scaler.unscale_) and reads the inf check itself in update().
+        self._restore()
+        if not found_inf.item():
+            grad_scale: Tensor | None = getattr(self, "grad_scale", None)
+            if grad_scale is not None:
+                self._unscale_grads(grad_scale)
+            self.base_optimizer.step()
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base optimizer's state dict (its param_groups carry ``rho`` and ``adaptive``)."""
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load into the base optimizer and re-link the shared ``param_groups`` and ``state``."""
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups
+        self.state = self.base_optimizer.state
+
+    def _grad_norm(self) -> Tensor:
+        """One L2 norm over all groups of ``g`` (or ``|w| * g`` for adaptive groups)."""
+        device = self.param_groups[0]["params"][0].device
+        norms = [
+            _norm(p.grad * p.abs() if group["adaptive"] else p.grad).to(device)
+            for group in self.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        ]
+        if not norms:
+            return torch.zeros((), device=device)
+        return _norm(torch.stack(norms))
+
+    def _restore(self) -> None:
+        if self._saved is None:
+            raise RuntimeError(_PROTOCOL)
+        for p, old in self._saved:
+            p.copy_(old)
+        self._saved = None
+
+    def _unscale_grads(self, grad_scale: Tensor) -> None:
+        inv_scale = grad_scale.double().reciprocal().float()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.mul_(inv_scale.to(p.grad.device))

@@ -1,0 +1,361 @@
+"""Recipes: YAML -> validated, typed configuration, with ``key.path=value`` overrides.
+
+Loaded with ``yaml.safe_load`` only; nothing in a recipe is imported or executed except through
+the registries. Strings such as ``8/255`` or ``5e-4`` are read as numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from samat.errors import SamatError
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_NUMBER_RE = re.compile(rf"^\s*{_NUMBER}\s*$")
+_FRACTION_RE = re.compile(rf"^\s*({_NUMBER})\s*/\s*({_NUMBER})\s*$")
+
+
+def parse_number(value: str) -> float | None:
+    """``"8/255"`` -> 0.0313..., ``"5e-4"`` -> 0.0005; ``None`` if ``value`` is not a number."""
+    if _NUMBER_RE.match(value):
+        return float(value)
+    m = _FRACTION_RE.match(value)
+    if m and float(m.group(2)) != 0:
+        return float(m.group(1)) / float(m.group(2))
+    return None
+
+
+def normalize(value: Any) -> Any:
+    """Recursively turn numeric strings (fractions, exponents) into floats."""
+    if isinstance(value, str):
+        number = parse_number(value)
+        return value if number is None else number
+    if isinstance(value, dict):
+        return {k: normalize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalize(v) for v in value]
+    return value
+
+
+@dataclass
+class Component:
+    """A registry name plus the keyword parameters for its factory (written inline in YAML)."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+    written: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def column(self) -> str:
+        """How results name this component: its ``label``, else ``name-norm-eps`` with ``eps``
+        as written in the recipe (``8/255`` stays ``8/255``)."""
+        if self.label:
+            return self.label
+        parts = [self.name]
+        for key in ("norm", "eps"):
+            if key in self.params:
+                value = self.written.get(key, self.params[key])
+                parts.append(str(value).replace(" ", "") if isinstance(value, str)
+                             else f"{value:g}" if isinstance(value, float) else str(value))
+        return "-".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"name": self.name}
+        if self.label is not None:
+            data["label"] = self.label
+        data.update(self.params)
+        return data
+
+
+@dataclass
+class Schedule:
+    """Learning-rate schedule, stepped every iteration."""
+
+    name: str = "constant"
+    milestones: list[float] = field(default_factory=list)
+    gamma: float = 0.1
+    power: float = 0.9
+    min_lr: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int | None = None
+    iterations: int | None = None
+    batch_size: int = 128
+    optimizer: Component = field(
+        default_factory=lambda: Component("sgd", {"lr": 0.1})
+    )
+    schedule: Schedule = field(default_factory=Schedule)
+    weight_perturbation: Component = field(default_factory=lambda: Component("none"))
+    input_perturbation: Component = field(default_factory=lambda: Component("none"))
+    eval_every: int = 1
+    checkpoint_every: int | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 256
+    n_examples: int | None = None
+    attacks: list[Component] = field(default_factory=list)
+
+
+@dataclass
+class Recipe:
+    task: Component
+    name: str = ""
+    description: str = ""
+    seed: int = 0
+    device: str = "auto"
+    output_dir: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data that reloads into an equal recipe (what ``config.yaml`` holds)."""
+        return _dump(self)
+
+
+SCHEDULES = ("constant", "step", "cosine", "poly")
+def _dump(obj: Any) -> Any:
+    if isinstance(obj, Component):
+        return obj.as_dict()
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _dump(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list):
+        return [_dump(v) for v in obj]
+    return obj
+
+
+def _unknown_key(path: str, key: str, valid: list[str]) -> SamatError:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    where = f"{path}.{key}" if path else key
+    return SamatError(f"Unknown key '{where}'.{hint} Valid keys here: {', '.join(valid)}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, path)
+    if tp is Component:
+        return _component(value, path)
+    if dataclasses.is_dataclass(tp):
+        return _dataclass(tp, value, path)
+    if origin is list:
+        if not isinstance(value, list):
+            raise SamatError(f"{path}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(v, inner, f"{path}.{i}") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SamatError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
+            raise SamatError(f"{path}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, str):
+            number = parse_number(value)
+            if number is not None:
+                return number
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SamatError(f"{path}: expected a number (e.g. 0.1 or 8/255), got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise SamatError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported recipe field type {_type_name(tp)} at {path}")
+
+
+def _component(value: Any, path: str) -> Component:
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        raise SamatError(f"{path}: expected a mapping with a 'name' key, got {value!r}")
+    params = normalize(dict(value))
+    written = {k: v for k, v in value.items() if isinstance(v, str)}
+    name = params.pop("name", None)
+    if not isinstance(name, str) or not name:
+        raise SamatError(f"{path}.name: missing; give the registered name, e.g. name: pgd")
+    label = params.pop("label", None)
+    if label is not None and not isinstance(label, str):
+        raise SamatError(f"{path}.label: expected a string, got {label!r}")
+    return Component(name, params, label, written)
+
+
+def _dataclass(cls: type, value: Any, path: str) -> Any:
+    if not isinstance(value, dict):
+        where = path or "recipe"
+        raise SamatError(f"{where}: expected a mapping of keys, got {value!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, item in value.items():
+        if key not in hints:
+            raise _unknown_key(path, str(key), names)
+        kwargs[key] = _coerce(item, hints[key], f"{path}.{key}" if path else key)
+    missing = [
+        f.name for f in dataclasses.fields(cls)
+        if f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        where = f"{path}.{missing[0]}" if path else missing[0]
+        raise SamatError(f"{where}: required key missing")
+    return cls(**kwargs)
+
+
+def _check_ranges(recipe: Recipe) -> None:
+    def positive(path: str, value: Any) -> None:
+        if value is not None and value < 1:
+            raise SamatError(f"{path}: must be >= 1, got {value}")
+
+    t, e = recipe.train, recipe.eval
+    for path, value in [
+        ("train.epochs", t.epochs), ("train.iterations", t.iterations),
+        ("train.batch_size", t.batch_size), ("train.checkpoint_every", t.checkpoint_every),
+        ("eval.batch_size", e.batch_size), ("eval.n_examples", e.n_examples),
+    ]:
+        positive(path, value)
+    for path, value in [("seed", recipe.seed), ("train.eval_every", t.eval_every),
+                        ("train.num_workers", t.num_workers)]:
+        if value < 0:
+            raise SamatError(f"{path}: must be >= 0, got {value}")
+    if (t.epochs is None) == (t.iterations is None):
+        raise SamatError("train: set exactly one of train.epochs or train.iterations")
+    s = t.schedule
+    if s.name not in SCHEDULES:
+        close = difflib.get_close_matches(s.name, SCHEDULES, n=1)
+        hint = f" Did you mean: {close[0]}?" if close else ""
+        raise SamatError(
+            f"Unknown schedule 'train.schedule.name={s.name}'.{hint} "
+            f"Available: {', '.join(SCHEDULES)}"
+        )
+    if not 0 < s.gamma <= 1:
+        raise SamatError(f"train.schedule.gamma: must be in (0, 1], got {s.gamma}")
+    if s.power <= 0:
+        raise SamatError(f"train.schedule.power: must be > 0, got {s.power}")
+    if s.min_lr < 0:
+        raise SamatError(f"train.schedule.min_lr: must be >= 0, got {s.min_lr}")
+    if any(m <= 0 for m in s.milestones) or s.milestones != sorted(s.milestones):
+        raise SamatError(f"train.schedule.milestones: must be increasing positive epochs, "
+                         f"got {s.milestones}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", recipe.device):
+        raise SamatError(f"device: expected auto, cpu, cuda or cuda:N, got {recipe.device!r}")
+    labels = [a.column() for a in e.attacks]
+    if len(set(labels)) != len(labels):
+        raise SamatError("eval.attacks: two attacks share a label; give each a distinct 'label'")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.weight_perturbation.rho=0.1"`` -> (["train", ...], 0.1)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise SamatError(f"override '{text}': expected key.path=value, e.g. seed=1")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise SamatError(f"override '{text}': value is not valid YAML ({exc.problem})") from None
+    return key.strip().split("."), value
+
+
+def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set ``value`` at ``parts`` in nested ``data`` (integers index lists)."""
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SamatError(f"override '{where}': no list item {part} (list has {len(node)})")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+        elif isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                if isinstance(node.get(part), str):  # `task: toy` shorthand
+                    node[part] = {"name": node[part]}
+                node = node.setdefault(part, {})
+        else:
+            raise SamatError(f"override '{where}': the parent is not a mapping or list")
+
+
+def _with_defaults(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with every omitted section and component filled in from the defaults, so an
+    override such as ``train.optimizer.lr=0.05`` edits the default optimizer."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if not (tp is Component or dataclasses.is_dataclass(tp)):
+            continue
+        if f.name not in data and f.default_factory is not dataclasses.MISSING:
+            data[f.name] = _dump(f.default_factory())
+        elif tp is not Component and isinstance(data.get(f.name), dict):
+            data[f.name] = _with_defaults(tp, data[f.name])
+    return data
+
+
+def recipe_from_dict(data: Any, overrides: list[str] = ()) -> Recipe:
+    """Validate plain data (after applying ``overrides``) into a :class:`Recipe`."""
+    data = copy.deepcopy(data)
+    if not isinstance(data, dict):
+        raise SamatError(f"recipe: expected a mapping of keys at the top level, got {data!r}")
+    data = _with_defaults(Recipe, data)
+    for text in overrides:
+        apply_override(data, *parse_override(text))
+    recipe = _dataclass(Recipe, data, "")
+    _check_ranges(recipe)
+    return recipe
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file with ``yaml.safe_load``; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SamatError(
+            f"recipe file not found: {path} (check the path; recipes live in recipes/)"
+        )
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise SamatError(f"{where}: malformed YAML: {exc.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SamatError(f"{path}: malformed YAML: {exc}") from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Load, override and validate the recipe at ``path``; ``name`` defaults to the file stem."""
+    recipe = recipe_from_dict(read_yaml(path), overrides)
+    if not recipe.name:
+        recipe.name = Path(path).stem
+    return recipe

@@ -1,0 +1,89 @@
+"""Weight perturbations: the optimisation step itself — a plain step, SAM or ASAM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from samat.interfaces import LossFn, StepResult, WeightPerturbation
+
+
+def _detach(output: Any) -> Any:
+    return output.detach() if isinstance(output, Tensor) else output
+
+
+class PlainStep(WeightPerturbation):
+    """No weight perturbation: one forward/backward and a step of the base optimizer."""
+
+    name = "none"
+
+    def __init__(
+        self, params: Any, base_optimizer_cls: type[torch.optim.Optimizer], base_kwargs: dict
+    ) -> None:
+        self.optimizer = base_optimizer_cls(params, **base_kwargs)
+
+    def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult:
+        self.optimizer.zero_grad(set_to_none=True)
+        output = model(x)
+        loss = loss_fn(output, y)
+        loss.backward()
+        self.optimizer.step()
+        return StepResult(loss.detach(), _detach(output))
+
+
+class SAMStep(WeightPerturbation):
+    """SAM (Foret et al. 2021) or, with ``adaptive=True``, ASAM (Kwon et al. 2021).
+
+    Ascent on a clean gradient (zeroed before the first backward), descent from the perturbed
+    weights; only the first pass updates BatchNorm running statistics.
+    """
+
+    name = "sam"
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer_cls: type[torch.optim.Optimizer],
+        base_kwargs: dict,
+        rho: float = 0.05,
+        adaptive: bool = False,
+    ) -> None:
+        from samat.optim import SAM
+
+        if not rho > 0:
+            raise ValueError(f"rho must be > 0, got {rho}")
+        self.rho, self.adaptive = float(rho), bool(adaptive)
+        self.optimizer = SAM(params, base_optimizer_cls, rho=rho, adaptive=adaptive, **base_kwargs)
+
+    def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult:
+        from samat.optim import frozen_bn_stats
+
+        sam = self.optimizer
+        sam.zero_grad(set_to_none=True)
+        output = model(x)
+        loss = loss_fn(output, y)
+        loss.backward()
+        sam.first_step(zero_grad=True)
+        with frozen_bn_stats(model):
+            loss_fn(model(x), y).backward()
+        sam.second_step(zero_grad=True)
+        return StepResult(loss.detach(), _detach(output))
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": "asam" if self.adaptive else "sam", "rho": self.rho,
+                "adaptive": self.adaptive}
+
+
+class ASAMStep(SAMStep):
+    """ASAM (Kwon et al. 2021): SAM with the perturbation scaled element-wise by |w|."""
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer_cls: type[torch.optim.Optimizer],
+        base_kwargs: dict,
+        rho: float = 0.5,
+    ) -> None:
+        super().__init__(params, base_optimizer_cls, base_kwargs, rho=rho, adaptive=True)

@@ -1,0 +1,140 @@
+"""The command line end to end: run, validate, plugins, list, and every bad-input path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from samat.cli import main
+
+QUICK = ["train.epochs=2", "task.n_train=512", "task.n_test=512"]
+
+
+def test_quickstart_end_to_end(tmp_path: Path, root: Path, run_cli) -> None:
+    proc = run_cli("run", str(root / "recipes" / "quickstart.yaml"), *QUICK, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "natural" in proc.stdout and "average over attacks" in proc.stdout
+    assert "theory:" in proc.stdout
+    (run_dir,) = (tmp_path / "runs" / "quickstart").iterdir()
+    assert f"run directory: runs/quickstart/{run_dir.name}" in proc.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["metric"] == "accuracy" and metrics["natural"]["n_examples"] == 512
+    assert 80 < metrics["natural"]["accuracy"] <= 100
+    pgd = metrics["attacks"][1]
+    assert pgd["attack"] == {"name": "pgd", "norm": "linf", "eps": 0.1, "alpha": 0.025,
+                             "steps": 10, "random_start": False, "restarts": 1,
+                             "bounds": None, "mask": "custom"}
+    assert pgd["accuracy"] <= metrics["natural"]["accuracy"] and pgd["n_examples"] == 512
+    assert metrics["training"]["weight_perturbation"] == {"name": "sam", "rho": 0.1,
+                                                          "adaptive": False}
+    assert metrics["training"]["mean_step_time_s"] > 0
+    assert metrics["versions"]["torch"] and "toy" in metrics["versions"]["plugins"]
+    assert metrics["seed"] == 0 and metrics["task"]["params"]["seed"] == 0
+    assert set(metrics["report"]) >= {"w_r", "theory"}
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["train"]["epochs"] == 2 and config["task"]["n_train"] == 512
+    assert len((run_dir / "history.jsonl").read_text().splitlines()) == 2
+    assert (run_dir / "checkpoints" / "last.pt").is_file()
+    assert "natural accuracy" in (run_dir / "log.txt").read_text()
+
+
+def test_resume_of_finished_run_reports_again(tmp_path: Path, root: Path, run_cli) -> None:
+    recipe = str(root / "recipes" / "quickstart.yaml")
+    assert run_cli("run", recipe, *QUICK, cwd=tmp_path).returncode == 0
+    proc = run_cli("run", recipe, *QUICK, "--resume", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "runs" / "quickstart").iterdir())) == 1
+
+
+def test_validate_trains_nothing(tmp_path: Path, root: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", str(root / "recipes" / "toy_duality.yaml")]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_plugins_and_list(capsys) -> None:
+    assert main(["plugins", "--json"]) == 0
+    listed = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert listed["toy"]["error"] is None and listed["core"]["version"]
+    assert main(["plugins"]) == 0
+    assert "register_tasks" in capsys.readouterr().out
+    assert main(["list", "attacks"]) == 0
+    out = capsys.readouterr().out
+    assert "pgd" in out and "Projected gradient descent" in out
+    assert main(["list", "perturbations"]) == 0
+    out = capsys.readouterr().out
+    assert "sam" in out and "weight" in out and "input" in out
+    assert main(["list", "tasks"]) == 0
+    assert "toy_duality" in capsys.readouterr().out
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+GOOD = "task: {name: toy_duality, n: 4, n_train: 64, n_test: 64}\ntrain: {epochs: 1}\n"
+
+
+@pytest.mark.parametrize(
+    ("recipe", "args", "message"),
+    [
+        (None, [], "recipe file not found: "),
+        ("task: {name: toy\n", [], "r.yaml:2:1: malformed YAML"),
+        (GOOD + "optimiser: {}\n", [], "Unknown key 'optimiser'."),
+        (GOOD, ["train.weight_perturbation.rhoo=1"], "Unknown key 'train.weight_perturbation.rhoo"),
+        (GOOD, ["task.name=toy_dualty"], "Unknown task 'toy_dualty'. Did you mean: toy_duality?"),
+        (GOOD + "eval: {attacks: [{name: pgdd}]}\n", [],
+         "Unknown attack 'pgdd'. Did you mean: pgd? Available: fgsm, pgd (at eval.attacks.0.name)"),
+        (GOOD, ["train.weight_perturbation=sma"],
+         "Unknown weight perturbation 'sma'. Did you mean: sam?"),
+        (GOOD, ["train.input_perturbation=pgdd"], "Unknown input perturbation 'pgdd'."),
+        (GOOD, ["train.batch_size=many"], "train.batch_size: expected an integer, got 'many'"),
+        (GOOD, ["train.epochs=-1"], "train.epochs: must be >= 1, got -1"),
+        (GOOD, ["train.weight_perturbation=sam", "train.weight_perturbation.rho=0"],
+         "train.weight_perturbation: rho must be > 0"),
+        (GOOD, ["train.input_perturbation=pgd", "train.input_perturbation.eps=-1"],
+         "train.input_perturbation: eps"),
+        (GOOD, ["task.p=2"], "task: p"),
+        (GOOD, ["device=cuda:7"], None),  # only an error where CUDA is missing
+        (GOOD, ["nokey"], "override 'nokey': expected key.path=value"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(
+    tmp_path: Path, monkeypatch, capsys, recipe: str | None, args: list[str], message: str | None
+) -> None:
+    import torch
+
+    if message is None:
+        if torch.cuda.is_available():
+            pytest.skip("CUDA present")
+        message = "device: 'cuda:7' requested but CUDA is not available"
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, recipe) if recipe is not None else str(tmp_path / "missing.yaml")
+    assert main(["run", path, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("samat: error: "), err
+    assert message in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_with_no_run_cli(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", write(tmp_path, GOOD), "--resume"]) == 2
+    assert "--resume: no run to resume under runs/r/" in capsys.readouterr().err
+
+
+def test_errors_in_a_real_process_have_no_traceback(tmp_path: Path, run_cli) -> None:
+    proc = run_cli("run", write(tmp_path, GOOD + "bogus: 1\n"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "samat: error: Unknown key 'bogus'. Valid keys here: task, name, description, seed, "
+        "device, output_dir, train, eval"
+    ]
+    bad_args = run_cli("frobnicate", cwd=tmp_path)
+    assert bad_args.returncode == 2 and "Traceback" not in bad_args.stderr

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from samat.errors import SamatError
+from samat.recipe import (
+    Component,
+    load_recipe,
+    normalize,
+    parse_number,
+    recipe_from_dict,
+)
+
+BASE = {"task": {"name": "toy_duality", "n": 5}, "train": {"epochs": 2}}
+
+
+def recipe(overrides: list[str] = (), **top) -> object:
+    return recipe_from_dict({**BASE, **top}, overrides)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("8/255", 8 / 255), (" 1 / 255 ", 1 / 255), ("5e-4", 5e-4), ("0.1", 0.1), ("-2", -2.0)],
+)
+def test_numbers_and_fractions(text: str, value: float) -> None:
+    assert parse_number(text) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text", ["linf", "8/0", "a/255", "1/2/3", ""])
+def test_non_numbers(text: str) -> None:
+    assert parse_number(text) is None
+
+
+def test_normalize_is_recursive() -> None:
+    assert normalize({"a": ["8/255", "x"], "b": {"c": "1e-3"}}) == {
+        "a": [8 / 255, "x"], "b": {"c": 1e-3}}
+
+
+def test_defaults_and_components() -> None:
+    r = recipe()
+    assert r.task == Component("toy_duality", {"n": 5})
+    assert r.train.optimizer == Component("sgd", {"lr": 0.1})
+    assert r.train.weight_perturbation.name == "none"
+    assert r.seed == 0 and r.device == "auto"
+
+
+def test_eps_fraction_in_component_params_and_column_name() -> None:
+    r = recipe(eval={"attacks": [{"name": "pgd", "norm": "linf", "eps": "8/255"},
+                                 {"name": "fgsm", "eps": 0.5, "label": "mine"}]})
+    pgd, fgsm = r.eval.attacks
+    assert pgd.params["eps"] == pytest.approx(8 / 255)
+    assert pgd.column() == "pgd-linf-8/255"
+    assert fgsm.column() == "mine" and "label" not in fgsm.params
+
+
+def test_string_shorthand_for_component() -> None:
+    assert recipe(["train.weight_perturbation=sam"]).train.weight_perturbation.name == "sam"
+
+
+def test_overrides_nested_list_and_yaml_values() -> None:
+    r = recipe(
+        ["train.weight_perturbation.name=sam", "train.weight_perturbation.rho=0.1", "seed=3",
+         "train.schedule.milestones=[75, 90]", "eval.attacks.0.eps=2/255", "output_dir=null"],
+        eval={"attacks": [{"name": "pgd", "eps": "8/255"}]},
+    )
+    assert r.train.weight_perturbation == Component("sam", {"rho": 0.1})
+    assert r.seed == 3 and r.train.schedule.milestones == [75, 90]
+    assert r.eval.attacks[0].params["eps"] == pytest.approx(2 / 255)
+    assert r.output_dir is None
+
+
+def test_round_trip_through_config_yaml() -> None:
+    r = recipe(["train.weight_perturbation.name=sam"], eval={"attacks": [{"name": "pgd"}]})
+    again = recipe_from_dict(yaml.safe_load(yaml.safe_dump(r.as_dict())))
+    assert again.as_dict() == r.as_dict()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["trian.epochs=3"], "Unknown key 'trian'. Did you mean: train?"),
+        (["train.epoch=3"], "Unknown key 'train.epoch'. Did you mean: epochs"),
+        (["train.batch_size=abc"], "train.batch_size: expected an integer, got 'abc'"),
+        (["train.batch_size=0"], "train.batch_size: must be >= 1, got 0"),
+        (["train.epochs=2.5"], "train.epochs: expected an integer"),
+        (["seed=-1"], "seed: must be >= 0"),
+        (["train.schedule.name=cosin"], "Did you mean: cosine?"),
+        (["train.schedule.gamma=2"], "train.schedule.gamma: must be in (0, 1]"),
+        (["train.schedule.milestones=[90, 75]"], "increasing positive epochs"),
+        (["train.iterations=10"], "set exactly one of train.epochs or train.iterations"),
+        (["device=gpu"], "device: expected auto, cpu, cuda or cuda:N"),
+        (["eval.n_examples=0"], "eval.n_examples: must be >= 1"),
+        (["train.optimizer.lr=fast"], None),  # passed to the factory; validated there
+        (["task.name="], "task.name: missing"),
+        (["seed"], "expected key.path=value"),
+        (["eval.attacks.3.eps=1"], "override 'eval.attacks.3': no list item 3 (list has 0)"),
+    ],
+)
+def test_bad_values_name_the_key(overrides: list[str], message: str | None) -> None:
+    if message is None:
+        recipe(overrides)
+        return
+    with pytest.raises(SamatError) as info:
+        recipe(overrides)
+    assert message in str(info.value)
+
+
+def test_override_edits_default_component() -> None:
+    r = recipe(["train.optimizer.lr=0.05"])
+    assert r.train.optimizer == Component("sgd", {"lr": 0.05})
+    assert recipe(["train.optimizer.name=adam"]).train.optimizer == Component("adam", {"lr": 0.1})
+
+
+def test_task_is_required() -> None:
+    with pytest.raises(SamatError, match="task: required key missing"):
+        recipe_from_dict({"train": {"epochs": 1}})
+
+
+def test_top_level_must_be_mapping() -> None:
+    with pytest.raises(SamatError, match="expected a mapping"):
+        recipe_from_dict(["task"])
+
+
+def test_duplicate_attack_columns_rejected() -> None:
+    with pytest.raises(SamatError, match="share a label"):
+        recipe(eval={"attacks": [{"name": "pgd", "eps": 0.1}, {"name": "pgd", "eps": 0.1}]})
+
+
+def test_load_recipe_names_it_after_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "my_recipe.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    assert load_recipe(path).name == "my_recipe"
+    assert load_recipe(path, ["name=other"]).name == "other"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SamatError, match="recipe file not found: .*nope.yaml"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_malformed_yaml_reports_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("task:\n  name: toy\n  n: [1, 2\nseed: 1\n")
+    with pytest.raises(SamatError) as info:
+        load_recipe(path)
+    assert f"{path}:4:" in str(info.value) and "malformed YAML" in str(info.value)
+
+
+def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:
+    path = tmp_path / "evil.yaml"
+    path.write_text("task: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(SamatError, match="malformed YAML"):
+        load_recipe(path)

@@ -1,0 +1,156 @@
+"""Trainer: resumes exactly (also after SIGKILL), mid-epoch checkpoints, SAM+AT recipes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from samat import run as run_module
+from samat.errors import SamatError
+from samat.recipe import recipe_from_dict
+from samat.train import Trainer
+
+RECIPE = {
+    "task": {"name": "toy_duality", "n": 10, "n_train": 512, "n_test": 512},
+    "seed": 1,
+    "device": "cpu",
+    "train": {
+        "epochs": 4,
+        "batch_size": 64,
+        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+        "schedule": {"name": "step", "milestones": [2], "gamma": 0.5},
+        "weight_perturbation": {"name": "sam", "rho": 0.1},
+        "input_perturbation": {"name": "pgd", "norm": "linf", "eps": 0.1, "alpha": 0.05,
+                               "steps": 2},  # random start: the RNG must be restored on resume
+    },
+    "eval": {"attacks": [{"name": "pgd", "norm": "linf", "eps": 0.2, "alpha": 0.05,
+                          "steps": 3}]},
+}
+
+
+def write_recipe(tmp_path: Path, **changes: object) -> Path:
+    data = json.loads(json.dumps(RECIPE))
+    data["train"].update(changes)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def comparable(metrics: dict) -> dict:
+    keep = ("natural", "attacks", "report", "average_under_attack")
+    out = {k: metrics[k] for k in keep}
+    for a in out["attacks"]:
+        a.pop("seconds")
+    return out
+
+
+def test_mid_epoch_crash_then_resume_matches_uninterrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe_path = write_recipe(tmp_path, checkpoint_every=3)
+    full = run_module.run(recipe_path, [f"output_dir={tmp_path / 'full'}"])
+
+    original_save = Trainer.save
+
+    def crash_after_step_11(self: Trainer, path: Path) -> None:
+        original_save(self, path)
+        if self.progress.step == 12:  # a mid-epoch checkpoint (8 steps per epoch)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "save", crash_after_step_11)
+    crashed = [f"output_dir={tmp_path / 'crashed'}"]
+    with pytest.raises(KeyboardInterrupt):
+        run_module.run(recipe_path, crashed)
+    assert not (tmp_path / "crashed" / "metrics.json").exists()
+    monkeypatch.setattr(Trainer, "save", original_save)
+    resumed = run_module.run(recipe_path, crashed, resume=True)
+
+    assert comparable(resumed) == comparable(full)
+    for name, tensor in final_weights(tmp_path / "full").items():
+        assert torch.equal(tensor, final_weights(tmp_path / "crashed")[name]), name
+    history = [json.loads(line) for line in (tmp_path / "crashed" / "history.jsonl").open()]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["lr"] == pytest.approx(0.05)
+
+
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
+    recipe_path = write_recipe(tmp_path, epochs=60)
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "samat", "run", str(recipe_path), f"output_dir={killed_dir}"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    history = killed_dir / "history.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run ended before it could be killed; raise epochs"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed_dir / "metrics.json").exists()
+
+    resumed = run_module.run(recipe_path, [f"output_dir={killed_dir}"], resume=True)
+    full = run_module.run(recipe_path, [f"output_dir={tmp_path / 'full'}"])
+    assert comparable(resumed) == comparable(full)
+    for name, tensor in final_weights(tmp_path / "full").items():
+        assert torch.equal(tensor, final_weights(killed_dir)[name]), name
+
+
+def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
+    recipe_path = write_recipe(tmp_path, epochs=1)
+    out = f"output_dir={tmp_path / 'run'}"
+    run_module.run(recipe_path, [out])
+    with pytest.raises(SamatError, match="differs from the one .* started with.*seed 1 vs 2"):
+        run_module.run(recipe_path, [out, "seed=2"], resume=True)
+
+
+def test_resume_without_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    recipe_path = write_recipe(tmp_path, epochs=1)
+    with pytest.raises(SamatError, match=r"--resume: no run to resume under runs/recipe/"):
+        run_module.run(recipe_path, resume=True)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_output_dir_holding_a_run_is_not_overwritten(tmp_path: Path) -> None:
+    recipe_path = write_recipe(tmp_path, epochs=1)
+    out = f"output_dir={tmp_path / 'run'}"
+    run_module.run(recipe_path, [out])
+    with pytest.raises(SamatError, match="already holds a run; pass --resume"):
+        run_module.run(recipe_path, [out])
+
+
+def test_iteration_budget_and_history(tmp_path: Path) -> None:
+    recipe_path = write_recipe(tmp_path, epochs=None, iterations=11, eval_every=0)
+    metrics = run_module.run(recipe_path, [f"output_dir={tmp_path / 'run'}"])
+    assert metrics["training"]["steps"] == 11 and metrics["training"]["epochs"] == 2
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").open()]
+    assert [h["step"] for h in history] == [8, 11]
+    assert "eval_accuracy" not in history[0]
+
+
+def test_trainer_does_not_touch_batchnorm_stats_while_crafting() -> None:
+    """One SAM+AT step updates BN running stats exactly once (first SAM pass only)."""
+    recipe = recipe_from_dict(RECIPE)
+    components = run_module.build(recipe)
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(11), components.model)
+    weight = type(components.weight)(model.parameters(), torch.optim.SGD, {"lr": 0.1})
+    trainer = Trainer(recipe, components.task, model, weight, components.input,
+                      torch.device("cpu"))
+    trainer.total_steps = 1
+    trainer.fit()
+    assert int(model[0].num_batches_tracked) == 1
