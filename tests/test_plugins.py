@@ -61,3 +61,61 @@ def test_disabled_plugin_is_listed_but_not_loaded(monkeypatch: pytest.MonkeyPatc
     assert infos["toy"].disabled and infos["toy"].hooks == []
     assert "toy_duality" not in plugins.registries().tasks
     assert "toy" not in plugins.plugin_versions()
+
+
+class ResultListener:
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict, str]] = []
+
+    @hookimpl
+    def samat_on_result(self, metrics, run_dir):
+        self.calls.append((metrics, run_dir))
+
+
+def test_on_result_hook_receives_final_metrics(tmp_path) -> None:
+    from samat.run import run
+
+    listener = ResultListener()
+    plugins.register_plugin(listener, "listener")
+    try:
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text("task: {name: toy_duality, n: 4, n_train: 64, n_test: 64}\n"
+                          "train: {epochs: 1}\n")
+        metrics = run(recipe, [f"output_dir={tmp_path / 'run'}"])
+    finally:
+        plugins.unregister_plugin("listener")
+    assert listener.calls == [(metrics, str(tmp_path / "run"))]
+
+
+class FailingListener:
+    @hookimpl
+    def samat_on_result(self, metrics, run_dir):
+        raise RuntimeError("listener broke")
+
+
+def test_failing_result_hook_is_logged_not_fatal(tmp_path, caplog) -> None:
+    from samat.plugins import call_result_hooks
+
+    listener = ResultListener()
+    plugins.register_plugin(FailingListener(), "failing")
+    plugins.register_plugin(listener, "listener")
+    try:
+        call_result_hooks({"a": 1}, "dir")
+    finally:
+        plugins.unregister_plugin("failing")
+        plugins.unregister_plugin("listener")
+    assert listener.calls == [({"a": 1}, "dir")]
+    assert "plugin 'failing': samat_on_result failed: RuntimeError: listener broke" in caplog.text
+
+
+def test_every_hook_is_documented_and_called_by_core(root) -> None:
+    """datasette-style meta-test: the contract, the docs and the core agree."""
+    from samat import hookspecs
+
+    specs = [n for n in dir(hookspecs) if n.startswith("samat_")]
+    extending = (root / "docs" / "extending.md").read_text()
+    core = "".join(p.read_text() for p in (root / "core" / "samat").glob("*.py")
+                   if p.name != "hookspecs.py")
+    for name in specs:
+        assert name in extending, f"{name} is not documented in docs/extending.md"
+        assert name in core, f"{name} is never called by the core"

@@ -58,3 +58,11 @@ def test_description_defaults_to_docstring_first_line() -> None:
     registry = Registry("task")
     registry.register("t", factory)
     assert registry.get("t").description == "First line."
+
+
+def test_lazy_path_that_does_not_import_is_a_user_error() -> None:
+    registry = Registry("task")
+    registry.register("gone", "no_such_module_xyz:Task", "missing", plugin="ghost")
+    with pytest.raises(SamatError, match=r"'gone' \(plugin 'ghost'\) cannot be loaded from "
+                                         r"no_such_module_xyz:Task: ModuleNotFoundError"):
+        registry.get("gone").factory

@@ -8,6 +8,7 @@ import or to register is recorded with its error and skipped; nothing else break
 from __future__ import annotations
 
 import importlib.metadata as md
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -155,8 +156,14 @@ def registries() -> Registries:
 
 
 def call_result_hooks(metrics: dict[str, Any], run_dir: str) -> None:
-    """Run every plugin's ``samat_on_result``."""
-    plugin_manager().hook.samat_on_result(metrics=metrics, run_dir=run_dir)
+    """Run every plugin's ``samat_on_result``; one that raises is logged, not fatal."""
+    for impl in plugin_manager().hook.samat_on_result.get_hookimpls():
+        try:
+            impl.function(metrics=metrics, run_dir=run_dir)
+        except Exception as exc:
+            logging.getLogger("samat").warning(
+                "plugin '%s': samat_on_result failed: %s", impl.plugin_name, _describe_error(exc)
+            )
 
 
 def plugin_versions() -> dict[str, str | None]:

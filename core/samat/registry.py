@@ -27,9 +27,16 @@ class Entry:
         if self._loaded is None:
             if isinstance(self.target, str):
                 module, _, attr = self.target.partition(":")
-                obj: Any = importlib.import_module(module)
-                for part in attr.split("."):
-                    obj = getattr(obj, part)
+                try:
+                    obj: Any = importlib.import_module(module)
+                    for part in attr.split("."):
+                        obj = getattr(obj, part)
+                except (ImportError, AttributeError) as exc:
+                    raise SamatError(
+                        f"'{self.name}' (plugin '{self.plugin}') cannot be loaded from "
+                        f"{self.target}: {type(exc).__name__}: {exc}; reinstall or disable the "
+                        f"plugin (SAMAT_DISABLE_PLUGINS={self.plugin})"
+                    ) from None
                 self._loaded = obj
             else:
                 self._loaded = self.target

@@ -127,8 +127,12 @@ class Trainer:
                 p.batch += 1
                 losses.append(float(result.loss))
                 metric.update(result.output, y)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}",
-                                it_per_s=f"{p.step / max(p.train_time, 1e-9):.1f}")
+                if bar.n % 10 == 0 or p.batch == len(loader):
+                    bar.set_postfix({
+                        "loss": f"{losses[-1]:.4f}",
+                        self.task.metric: f"{metric.compute()[self.task.metric]:.2f}",
+                        "steps/s": f"{p.step / max(p.train_time, 1e-9):.1f}",
+                    })
                 if p.step >= self.total_steps:
                     break
                 if (checkpoint and cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0

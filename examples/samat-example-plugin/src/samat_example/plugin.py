@@ -1,0 +1,18 @@
+"""Entry point of the example plugin (``[project.entry-points.samat] example = ...``).
+
+Import-light on purpose: samat imports this module whenever it lists plugins, so torch and the
+task code are imported only when the task is actually created (the lazy "module:attr" path).
+"""
+
+from __future__ import annotations
+
+from samat.hookspecs import Register, hookimpl
+
+
+@hookimpl
+def samat_register_tasks(register: Register) -> None:
+    register(
+        "example_blobs",
+        "samat_example.task:BlobsTask",
+        "Example plugin: seeded Gaussian blobs in [0,1]^d, k classes, small MLP",
+    )
