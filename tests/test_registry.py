@@ -65,4 +65,4 @@ def test_lazy_path_that_does_not_import_is_a_user_error() -> None:
     registry.register("gone", "no_such_module_xyz:Task", "missing", plugin="ghost")
     with pytest.raises(SamatError, match=r"'gone' \(plugin 'ghost'\) cannot be loaded from "
                                          r"no_such_module_xyz:Task: ModuleNotFoundError"):
-        registry.get("gone").factory
+        _ = registry.get("gone").factory
