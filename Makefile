@@ -22,11 +22,11 @@ run: $(VENV)/.core
 	$(BIN)/samat run recipes/quickstart.yaml
 
 test: $(VENV)/.all
-	$(BIN)/ruff check core plugins tests benchmarks examples
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.all
-	$(BIN)/ruff check core plugins tests benchmarks examples
+	$(BIN)/ruff check .
 
 bench: $(VENV)/.core
 	$(BIN)/python benchmarks/step_cost.py
