@@ -14,9 +14,9 @@ from samat.recipe import Schedule
 def lr_factor(schedule: Schedule, total_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
     """Multiplier of the base lr at iteration ``step`` (0-based).
 
-    ``step``: lr * gamma^(number of milestones, in epochs, already passed) — the paper's
-    "divide by 10 at epochs 75 and 90". ``cosine``/``poly`` decay to ``min_lr`` (as a fraction of
-    the base lr is not assumed: ``min_lr`` is absolute and applied by :func:`build_scheduler`).
+    ``step``: ``gamma`` to the number of milestones (in epochs) already passed — the paper's
+    "divide by 10 at epochs 75 and 90". ``cosine`` and ``poly`` go from 1 to 0 over
+    ``total_steps``; :func:`build_scheduler` lifts that floor to ``min_lr``.
     """
     name = schedule.name
     if name == "constant":

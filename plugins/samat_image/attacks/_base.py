@@ -1,0 +1,173 @@
+"""What every image attack shares: the attack context, input/parameter checks, torchattacks glue.
+
+Every attack runs inside :func:`attacking`: the model in eval mode (each submodule's mode
+restored afterwards), parameters frozen (no ``.grad`` is ever written to them), BatchNorm
+statistics frozen, and the global torch / numpy random state untouched (torchattacks reseeds the
+global generators; we fork them). Only examples the model classifies correctly are attacked; the
+others are returned unchanged, so robust accuracy can never exceed clean accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from samat.interfaces import Attack
+from samat.optim.bn import frozen_bn_stats
+
+NORMS = {"linf": "Linf", "l2": "L2"}
+"""samat's norm names -> torchattacks' spelling."""
+
+
+def library_version(package: str) -> str:
+    """Installed version of ``package`` (``"unknown"`` if it has no metadata)."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
+    return norm
+
+
+def check_positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (
+        math.isfinite(value) and value > 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_int(name: str, value: int, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def check_images(x: Tensor, y: Tensor) -> None:
+    """``x`` an ``(N, C, H, W)`` batch in [0, 1] and ``y`` its ``(N,)`` labels."""
+    if x.ndim != 4:
+        raise ValueError(f"images must be an (N, C, H, W) batch, got shape {tuple(x.shape)}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
+    if x.numel() and (x.min() < 0 or x.max() > 1):
+        raise ValueError("images must lie in [0, 1] (normalisation belongs inside the model)")
+
+
+def check_n_classes(logits: Tensor, n_classes: int) -> None:
+    if logits.shape[1] != n_classes:
+        raise ValueError(f"n_classes={n_classes} but the model outputs {logits.shape[1]} classes")
+
+
+@contextmanager
+def attacking(model: nn.Module, device: torch.device, seed: int | None) -> Iterator[None]:
+    """Eval mode, frozen parameters and BN statistics, private RNG seeded with ``seed``."""
+    modes = [(module, module.training) for module in model.modules()]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    numpy_state = np.random.get_state()
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), frozen_bn_stats(model), torch.enable_grad():
+        try:
+            model.eval()
+            for p in trainable:
+                p.requires_grad_(False)
+            if seed is not None:
+                torch.manual_seed(seed)
+                np.random.seed(seed)
+            yield
+        finally:
+            for p in trainable:
+                p.requires_grad_(True)
+            for module, training in modes:
+                module.training = training
+            np.random.set_state(numpy_state)
+
+
+def attack_correct(
+    model: nn.Module, x: Tensor, y: Tensor, run: Callable[[Tensor, Tensor], Tensor],
+    n_classes: int | None = None,
+) -> Tensor:
+    """``run`` on the correctly classified examples only; the others are returned unchanged."""
+    with torch.no_grad():
+        logits = model(x)
+    if n_classes is not None:
+        check_n_classes(logits, n_classes)
+    x_adv = x.clone()
+    idx = (logits.argmax(1) == y).nonzero().flatten()
+    if idx.numel():
+        x_adv[idx] = run(x[idx], y[idx]).detach().to(x.dtype)
+    return x_adv
+
+
+@dataclass
+class Component:
+    """One torchattacks attack: its class, constructor arguments and overridden attributes.
+
+    ``attributes`` holds what the constructor cannot express (``n_target_classes`` of APGDT /
+    FAB, which torchattacks otherwise derives as ``n_classes - 1``).
+    """
+
+    cls_name: str
+    kwargs: dict[str, Any]
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, model: nn.Module, device: torch.device) -> Any:
+        import torchattacks
+
+        attack = getattr(torchattacks, self.cls_name)(model, **self.kwargs)
+        for key, value in self.attributes.items():
+            setattr(attack, key, value)
+        attack.set_device(device)
+        return attack
+
+    def describe(self) -> dict[str, Any]:
+        kwargs = {k: list(v) if isinstance(v, tuple) else v for k, v in self.kwargs.items()}
+        return {"class": f"torchattacks.{self.cls_name}", **kwargs, **self.attributes}
+
+
+class TorchattacksAttack(Attack):
+    """A single torchattacks attack run under samat's attack contract."""
+
+    def __init__(
+        self, model: nn.Module, name: str, component: Component, record: dict[str, Any],
+        seed: int | None = None, n_classes: int | None = None,
+    ) -> None:
+        self.model = model
+        self.name = name
+        self.component = component
+        self.record = record
+        self.seed = seed
+        self.n_classes = n_classes
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            **self.record,
+            "component": self.component.describe(),
+            "library": "torchattacks",
+            "library_version": library_version("torchattacks"),
+        }
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        check_images(x, y)
+        x, y = x.detach(), y.detach()
+        with attacking(self.model, x.device, self.seed):
+            attack = self.component.build(self.model, x.device)
+            return attack_correct(self.model, x, y, attack, self.n_classes)

@@ -1,0 +1,46 @@
+"""Entry point of the image-classification plugin (import-light: no torch here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from samat.hookspecs import Register, hookimpl
+
+
+@hookimpl
+def samat_register_tasks(register: Register) -> None:
+    register(
+        "image_classification",
+        "samat_image.task:ImageClassificationTask",
+        "CIFAR-10/100, TinyImageNet, image folders or digits; PRN-18, WRN, DeiT-tiny, small CNN",
+    )
+
+
+@hookimpl
+def samat_register_attacks(register: Register) -> None:
+    from samat_image.attacks import ATTACKS  # a constant: (name, "module:attr", description)
+
+    for name, factory, description in ATTACKS:
+        register(name, factory, description)
+
+
+@hookimpl
+def samat_on_result(metrics: dict[str, Any], run_dir: str) -> None:
+    """Write ``robustbench.json`` beside ``metrics.json`` for every standard AutoAttack result."""
+    if metrics["task"]["name"] != "image_classification":
+        return
+    from samat.results import write_json
+    from samat_image.attacks.robustbench import robustbench_record
+
+    records = [
+        robustbench_record(
+            entry, metrics["natural"]["accuracy"], metrics["task"]["dataset"],
+            metrics["task"]["architecture"], name=f"{metrics['recipe']['name']} ({entry['label']})",
+        )
+        for entry in metrics["attacks"]
+        if entry["attack"].get("name") == "autoattack"
+        and entry["attack"].get("version") == "standard"
+    ]
+    if records:
+        write_json(Path(run_dir) / "robustbench.json", records)

@@ -1,0 +1,47 @@
+"""The image plugin's registration and its RobustBench output hook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from samat.plugins import registries
+from samat_image import plugin
+
+
+def metrics(version: str) -> dict:
+    autoattack = {"name": "autoattack", "norm": "l2", "eps": 32 / 255, "version": version}
+    return {
+        "recipe": {"name": "cifar10_sam"},
+        "task": {"name": "image_classification", "dataset": "cifar10",
+                 "architecture": "preactresnet18"},
+        "natural": {"accuracy": 95.4321},
+        "attacks": [
+            {"label": "pgd-linf-1/255", "attack": {"name": "pgd"}, "accuracy": 50.0},
+            {"label": "autoattack-l2", "attack": autoattack, "accuracy": 43.6049},
+        ],
+    }
+
+
+def test_robustbench_record_written_for_standard_autoattack(tmp_path: Path) -> None:
+    plugin.samat_on_result(metrics=metrics("standard"), run_dir=str(tmp_path))
+    (record,) = json.loads((tmp_path / "robustbench.json").read_text())
+    assert record == {
+        "dataset": "cifar10", "threat_model": "L2", "eps": "32/255", "clean_acc": "95.43",
+        "autoattack_acc": "43.60", "architecture": "preactresnet18",
+        "name": "cifar10_sam (autoattack-l2)",
+    }
+
+
+def test_no_record_for_cheap_autoattack_or_other_tasks(tmp_path: Path) -> None:
+    plugin.samat_on_result(metrics=metrics("cheap"), run_dir=str(tmp_path))
+    other = metrics("standard")
+    other["task"]["name"] = "toy_duality"
+    plugin.samat_on_result(metrics=other, run_dir=str(tmp_path))
+    assert not (tmp_path / "robustbench.json").exists()
+
+
+def test_every_paper_attack_is_registered() -> None:
+    names = set(registries().attacks.names())
+    assert {"fgsm", "pgd", "autoattack", "apgd", "fab", "square", "pixle", "stadv"} <= names
+    assert "image_classification" in registries().tasks
