@@ -119,3 +119,40 @@ def test_every_hook_is_documented_and_called_by_core(root) -> None:
     for name in specs:
         assert name in extending, f"{name} is not documented in docs/extending.md"
         assert name in core, f"{name} is never called by the core"
+
+
+class RecordingAttack:
+    """An attack plugin that writes an artifact where samat tells it to."""
+
+    @hookimpl
+    def samat_register_attacks(self, register):
+        from samat.interfaces import Attack
+
+        class Noop(Attack):
+            name = "noop"
+
+            def __init__(self, model, loss_fn=None) -> None:
+                self.model = model
+
+            def __call__(self, x, y):
+                return x
+
+            def set_output(self, run_dir, label) -> None:
+                (run_dir / f"{label}.txt").write_text("artifact")
+
+        register("noop", Noop, "Returns the input")
+
+
+def test_attacks_are_told_the_run_directory_and_label(tmp_path) -> None:
+    from samat.run import run
+
+    plugins.register_plugin(RecordingAttack(), "recording")
+    try:
+        recipe = tmp_path / "r.yaml"
+        recipe.write_text("task: {name: toy_duality, n: 4, n_train: 64, n_test: 64}\n"
+                          "train: {epochs: 1}\neval: {attacks: [{name: noop, label: mine}]}\n")
+        metrics = run(recipe, [f"output_dir={tmp_path / 'run'}"])
+    finally:
+        plugins.unregister_plugin("recording")
+    assert (tmp_path / "run" / "mine.txt").read_text() == "artifact"
+    assert metrics["attacks"][0]["accuracy"] == metrics["natural"]["accuracy"]

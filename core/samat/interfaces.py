@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,6 +79,11 @@ class Attack(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
+
+    def set_output(self, run_dir: Path, label: str) -> None:
+        """Called before evaluation with the run directory and this attack's column label, for
+        attacks that write artifacts (e.g. adversarial examples); the default ignores it."""
+        return None
 
 
 @dataclass

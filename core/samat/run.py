@@ -177,6 +177,8 @@ def _train_and_evaluate(
     else:
         log.info("run %s: recipe %s, device %s", run_dir, recipe_path, c.device)
     progress = trainer.fit(checkpoint, run_dir / results.HISTORY)
+    for label, attack in c.attacks:
+        attack.set_output(run_dir, label)
     evaluation = evaluate(c, recipe)
     optimizer = {"name": recipe.train.optimizer.name, **recipe.train.optimizer.params}
     metrics = {

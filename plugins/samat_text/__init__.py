@@ -1,0 +1,1 @@
+"""samat text plugin: Hugging Face sentence classifiers attacked with TextAttack (PSO, IGA)."""
