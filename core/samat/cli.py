@@ -49,7 +49,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from samat.results import results_table
     from samat.run import run
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)  # samat's own progress only, not libraries'
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("samat")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     metrics = run(args.recipe, args.overrides, resume=args.resume)
     print(results_table(metrics))
     return 0
