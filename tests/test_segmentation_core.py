@@ -1,0 +1,122 @@
+"""Segmentation plugin: real-layout readers, mIoU vs sklearn, PGD bound, end-to-end run, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from segmentation_fixtures import build_stanford, build_voc
+from sklearn.metrics import confusion_matrix
+
+from samat import create_attack, create_task
+from samat.cli import main
+from samat.errors import MissingDataError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_voc_fixture_reads_palette_ids_and_ignore(tmp_path: Path) -> None:
+    build_voc(tmp_path)
+    task = create_task("segmentation", dataset="voc2012", root=str(tmp_path), crop_size=32)
+    assert task.num_classes == 21 and len(task.eval_dataset()) == 2
+    image, mask = task.eval_dataset()[0]
+    assert image.shape[0] == 3 and image.shape[1:] == mask.shape
+    assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+    assert {0, 15, 255} <= set(mask.unique().tolist())
+    x, y = task.collate_fn([task.train_dataset()[i] for i in range(2)])
+    assert x.shape == (2, 3, 32, 32) and y.shape == (2, 32, 32)
+
+
+def test_stanford_fixture_negative_labels_ignored_and_split_deterministic(tmp_path: Path) -> None:
+    build_stanford(tmp_path)
+    task = create_task("segmentation", dataset="stanford_background", root=str(tmp_path), seed=1)
+    _, mask = task.eval_dataset()[0]
+    assert (mask[:2] == 255).all() and int(mask[2:].max()) < 8
+    again = create_task("segmentation", dataset="stanford_background", root=str(tmp_path), seed=1)
+    assert task.eval_dataset().images == again.eval_dataset().images
+    assert not set(task.eval_dataset().images) & set(task.train_dataset().images)
+
+
+def test_missing_voc_root_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    code = main(["validate", str(ROOT / "recipes/voc_sam.yaml"), f"task.root={tmp_path}/nope",
+                 "task.encoder_weights=null"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "VOCdevkit/VOC2012/JPEGImages" in err and "download" in err
+    with pytest.raises(MissingDataError):
+        create_task("segmentation", dataset="voc2012", root=str(tmp_path))
+
+
+def test_miou_matches_sklearn_confusion_matrix() -> None:
+    task = create_task("segmentation", crop_size=16)
+    gen = torch.Generator().manual_seed(0)
+    metric = task.new_metric()
+    preds, gts = [], []
+    for _ in range(3):
+        logits = torch.randn(2, 4, 8, 8, generator=gen)
+        target = torch.randint(0, 3, (2, 8, 8), generator=gen)  # class 3 never in GT
+        target[:, 0] = 255
+        metric.update(logits, target)
+        preds.append(logits.argmax(1).flatten()), gts.append(target.flatten())
+    pred, gt = torch.cat(preds).numpy(), torch.cat(gts).numpy()
+    keep = gt != 255
+    cm = confusion_matrix(gt[keep], pred[keep], labels=list(range(4)))
+    union = cm.sum(0) + cm.sum(1) - np.diag(cm)
+    iou = np.diag(cm)[union > 0] / union[union > 0]
+    result = metric.compute()
+    assert result["miou"] == pytest.approx(100 * iou.mean())
+    assert result["pixel_accuracy"] == pytest.approx(100 * np.trace(cm) / cm.sum())
+    assert result["n_pixels"] == keep.sum()
+
+
+def test_loss_ignores_label_255() -> None:
+    task = create_task("segmentation", crop_size=16)
+    logits = torch.randn(1, 4, 4, 4)
+    target = torch.randint(0, 4, (1, 4, 4))
+    masked = target.clone()
+    masked[0, :2] = 255
+    expected = torch.nn.functional.cross_entropy(logits[..., 2:, :], target[..., 2:, :])
+    assert task.loss(logits, masked) == pytest.approx(float(expected))
+    assert float(task.loss(logits, torch.full_like(target, 255))) == 0.0
+
+
+def test_core_pgd_respects_bounds_on_segmentation() -> None:
+    task = create_task("segmentation", crop_size=32, max_eval=2)
+    model = task.build_model().eval()
+    x, y = task.collate_fn([task.eval_dataset()[i] for i in range(2)])
+    for norm, eps in (("linf", 1 / 255), ("l2", 1.0)):
+        attack = create_attack("pgd", model, task=task, norm=norm, eps=eps, alpha=eps / 4,
+                               steps=2)
+        x_adv = attack(x, y)
+        delta = (x_adv - x).flatten(1)
+        size = delta.abs().max(1).values if norm == "linf" else delta.norm(dim=1)
+        assert (size <= eps + 1e-5).all() and x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+def test_voc_sam_recipe_end_to_end_on_fixture(tmp_path: Path) -> None:
+    build_voc(tmp_path / "data")
+    out = tmp_path / "run"
+    code = main(["run", str(ROOT / "recipes/voc_sam.yaml"), f"task.root={tmp_path / 'data'}",
+                 "task.encoder_weights=null", "task.crop_size=32", "train.iterations=2",
+                 "train.batch_size=2", "train.checkpoint_every=null", "eval.attacks.0.steps=1",
+                 "eval.attacks.1.steps=1", "device=cpu", f"output_dir={out}"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metric"] == "miou" and metrics["training"]["steps"] == 2
+    assert metrics["training"]["weight_perturbation"]["name"] == "sam"
+    assert metrics["natural"]["n_examples"] == 2 and len(metrics["natural"]["iou_per_class"]) == 21
+    assert [a["label"] for a in metrics["attacks"]] == ["pgd-linf-1/255", "pgd-l2-1.0"]
+    assert metrics["attacks"][0]["attack"]["eps"] == pytest.approx(1 / 255)
+
+
+def test_unavailable_encoder_weights_one_line(tmp_path: Path, run_cli) -> None:
+    build_voc(tmp_path / "data")
+    result = run_cli("validate", "recipes/voc_sam.yaml", f"task.root={tmp_path / 'data'}",
+                     cwd=ROOT, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+                     timeout=60)
+    assert result.returncode == 2
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and "encoder_weights=null" in err[0] and "mobilenet_v2" in err[0]
