@@ -154,3 +154,12 @@ def test_trainer_does_not_touch_batchnorm_stats_while_crafting() -> None:
     trainer.total_steps = 1
     trainer.fit()
     assert int(model[0].num_batches_tracked) == 1
+
+
+def test_drop_last_skips_the_partial_batch(tmp_path: Path) -> None:
+    recipe_path = write_recipe(tmp_path, epochs=2, batch_size=100, drop_last=True, eval_every=0)
+    metrics = run_module.run(recipe_path, [f"output_dir={tmp_path / 'run'}"])
+    assert metrics["training"]["steps"] == 2 * (512 // 100)
+    with pytest.raises(SamatError, match="train.batch_size: 1000 exceeds the 512 training"):
+        run_module.run(recipe_path, [f"output_dir={tmp_path / 'big'}", "train.batch_size=1000"])
+    assert not (tmp_path / "big").exists()

@@ -61,10 +61,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from samat.recipe import load_recipe
-    from samat.run import build
+    from samat.run import prepare
 
     recipe = load_recipe(args.recipe, args.overrides)
-    c = build(recipe)
+    c, _ = prepare(recipe)
     n_params = sum(p.numel() for p in c.model.parameters())
     print(f"{args.recipe}: OK — task {recipe.task.name} ({n_params} parameters), "
           f"weight perturbation {c.weight.describe()}, input perturbation {c.input.describe()}, "

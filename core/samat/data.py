@@ -22,12 +22,15 @@ def to_device(obj: Any, device: torch.device) -> Any:
 
 
 def train_loader(
-    task: Task, dataset: Dataset, batch_size: int, seed: int, epoch: int, num_workers: int
+    task: Task, dataset: Dataset, batch_size: int, seed: int, epoch: int, num_workers: int,
+    drop_last: bool = False,
 ) -> DataLoader:
-    """Shuffled loader whose order depends only on ``(seed, epoch)`` — resumable exactly."""
+    """Shuffled loader whose order depends only on ``(seed, epoch)`` — resumable exactly.
+
+    ``drop_last`` skips a last partial batch (BatchNorm cannot train on a single example)."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, drop_last=False, generator=generator,
+        dataset, batch_size=batch_size, shuffle=True, drop_last=drop_last, generator=generator,
         num_workers=num_workers, collate_fn=task.collate_fn,
     )
 

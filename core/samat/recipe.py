@@ -102,6 +102,7 @@ class TrainConfig:
     eval_every: int = 1
     checkpoint_every: int | None = None
     num_workers: int = 0
+    drop_last: bool = False
 
 
 @dataclass

@@ -76,6 +76,12 @@ def build(recipe: Recipe) -> Components:
     return Components(task, model, weight, input_perturbation, attacks, device)
 
 
+def prepare(recipe: Recipe) -> tuple[Components, Trainer]:
+    """Everything a run needs, validated: the components and their trainer."""
+    c = build(recipe)
+    return c, Trainer(recipe, c.task, c.model, c.weight, c.input, c.device)
+
+
 def _with_seed(recipe: Recipe) -> dict[str, Any]:
     """Task parameters; the run seed is passed as ``seed`` if the task takes one."""
     from samat.build import _entry, _parameters
@@ -121,7 +127,7 @@ def run(
     from samat.recipe import load_recipe
 
     recipe = recipe or load_recipe(recipe_path, overrides)
-    components = build(recipe)
+    components, trainer = prepare(recipe)
     output_dir = Path(recipe.output_dir) if recipe.output_dir else None
     runs_root = output_dir or results.default_runs_root(recipe.name)
     if resume:
@@ -137,7 +143,8 @@ def run(
         results.write_config(run_dir, recipe.as_dict())
     handler = _log_to(run_dir / results.LOG)
     try:
-        return _train_and_evaluate(recipe, components, run_dir, Path(recipe_path), resume)
+        return _train_and_evaluate(recipe, components, trainer, run_dir, Path(recipe_path),
+                                   resume)
     finally:
         logging.getLogger("samat").removeHandler(handler)
         handler.close()
@@ -166,9 +173,9 @@ def _log_to(path: Path) -> logging.Handler:
 
 
 def _train_and_evaluate(
-    recipe: Recipe, c: Components, run_dir: Path, recipe_path: Path, resume: bool
+    recipe: Recipe, c: Components, trainer: Trainer, run_dir: Path, recipe_path: Path,
+    resume: bool,
 ) -> dict[str, Any]:
-    trainer = Trainer(recipe, c.task, c.model, c.weight, c.input, c.device)
     checkpoint = run_dir / results.CHECKPOINT
     if resume:
         trainer.load(checkpoint)

@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from samat.data import eval_loader, to_device, train_loader
+from samat.errors import SamatError
 from samat.interfaces import InputPerturbation, Task, WeightPerturbation
 from samat.recipe import Recipe
 from samat.schedules import build_scheduler
@@ -56,7 +57,13 @@ class Trainer:
         self.weight, self.input = weight_perturbation, input_perturbation
         self.train_set = task.train_dataset()
         self.eval_set = task.eval_dataset()
-        self.steps_per_epoch = math.ceil(len(self.train_set) / self.cfg.batch_size)
+        rounding = math.floor if self.cfg.drop_last else math.ceil
+        self.steps_per_epoch = rounding(len(self.train_set) / self.cfg.batch_size)
+        if self.steps_per_epoch < 1:
+            raise SamatError(
+                f"train.batch_size: {self.cfg.batch_size} exceeds the {len(self.train_set)} "
+                "training examples with train.drop_last=true; lower it or set drop_last=false"
+            )
         if self.cfg.iterations is not None:
             self.total_steps = self.cfg.iterations
             self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -102,7 +109,7 @@ class Trainer:
         loss_fn = self.task.loss
         while p.step < self.total_steps:
             loader = train_loader(self.task, self.train_set, cfg.batch_size, self.recipe.seed,
-                                  p.epoch, cfg.num_workers)
+                                  p.epoch, cfg.num_workers, cfg.drop_last)
             batches = iter(loader)
             if p.batch:  # resuming mid-epoch: replay the data order, keep the saved RNG
                 saved = rng_state()
