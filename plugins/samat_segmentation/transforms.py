@@ -26,11 +26,13 @@ def pad_to(image: Tensor, mask: Tensor, height: int, width: int,
 
 
 def rescale(image: Tensor, mask: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """Resize by ``scale``: bilinear for the image, nearest for the mask."""
+    """Resize by ``scale``: bilinear for the image, nearest for the mask. Both use pixel-centre
+    alignment (``nearest-exact``; plain ``nearest`` samples ``floor(i * in / out)`` and shifts
+    the mask by up to half an input pixel against the bilinear image when upscaling)."""
     h, w = image.shape[-2:]
     size = (max(round(h * scale), 1), max(round(w * scale), 1))
     image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
-    mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
+    mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
     return image.clamp(0.0, 1.0), mask
 
 
