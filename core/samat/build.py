@@ -81,6 +81,12 @@ def create_task(name: str, path: str = "task", **params: Any) -> Task:
     return call_factory(_entry("tasks", name, path).factory, params, path)
 
 
+def task_params(name: str, params: dict[str, Any], seed: int, path: str = "task") -> dict[str, Any]:
+    """``params`` plus ``seed`` when the task's factory takes one and the recipe did not set it."""
+    names, _ = _parameters(_entry("tasks", name, path).factory)
+    return {"seed": seed, **params} if "seed" in names and "seed" not in params else dict(params)
+
+
 def create_input_perturbation(
     name: str, path: str = "input_perturbation", task: Task | None = None, **params: Any
 ) -> InputPerturbation:

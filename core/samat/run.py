@@ -17,6 +17,7 @@ from samat.build import (
     create_input_perturbation,
     create_task,
     create_weight_perturbation,
+    task_params,
 )
 from samat.data import eval_loader, to_device
 from samat.errors import SamatError
@@ -55,7 +56,7 @@ def build(recipe: Recipe) -> Components:
     """Create task, model, perturbations and attacks; raises SamatError on any bad input."""
     device = resolve_device(recipe.device)
     seed_everything(recipe.seed)
-    task = create_task(recipe.task.name, "task", **_with_seed(recipe))
+    task = create_task(recipe.task.name, "task", **_task_params(recipe))
     model = task.build_model().to(device)
     t = recipe.train
     optimizer_params = dict(t.optimizer.params)
@@ -82,15 +83,9 @@ def prepare(recipe: Recipe) -> tuple[Components, Trainer]:
     return c, Trainer(recipe, c.task, c.model, c.weight, c.input, c.device)
 
 
-def _with_seed(recipe: Recipe) -> dict[str, Any]:
+def _task_params(recipe: Recipe) -> dict[str, Any]:
     """Task parameters; the run seed is passed as ``seed`` if the task takes one."""
-    from samat.build import _entry, _parameters
-
-    params = dict(recipe.task.params)
-    names, _ = _parameters(_entry("tasks", recipe.task.name, "task").factory)
-    if "seed" in names and "seed" not in params:
-        params["seed"] = recipe.seed
-    return params
+    return task_params(recipe.task.name, recipe.task.params, recipe.seed)
 
 
 def evaluate(components: Components, recipe: Recipe) -> dict[str, Any]:
@@ -191,7 +186,7 @@ def _train_and_evaluate(
     metrics = {
         "recipe": {"path": str(recipe_path), "name": recipe.name},
         "run_dir": str(run_dir),
-        "task": {"name": recipe.task.name, "params": _with_seed(recipe), **c.task.describe()},
+        "task": {"name": recipe.task.name, "params": _task_params(recipe), **c.task.describe()},
         "metric": c.task.metric,
         "higher_is_better": c.task.higher_is_better,
         **evaluation,
