@@ -102,9 +102,24 @@ class WeightPerturbation(ABC):
 
     name: str = "?"
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None = None
+    """Set by the trainer under fp16; :meth:`backward` and :meth:`apply_step` then route through
+    it (the trainer calls ``scaler.update()`` after the step)."""
 
     @abstractmethod
     def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult: ...
+
+    def backward(self, loss: Tensor) -> None:
+        """``loss.backward()``, scaled by :attr:`scaler` if one is set."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def apply_step(self) -> None:
+        """``optimizer.step()``, through :attr:`scaler` if one is set (it unscales gradients and
+        skips the update on inf/NaN)."""
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+        else:
+            self.optimizer.step()
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}

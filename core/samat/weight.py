@@ -28,8 +28,8 @@ class PlainStep(WeightPerturbation):
         self.optimizer.zero_grad(set_to_none=True)
         output = model(x)
         loss = loss_fn(output, y)
-        loss.backward()
-        self.optimizer.step()
+        self.backward(loss)
+        self.apply_step()
         return StepResult(loss.detach(), _detach(output))
 
 
@@ -64,11 +64,12 @@ class SAMStep(WeightPerturbation):
         sam.zero_grad(set_to_none=True)
         output = model(x)
         loss = loss_fn(output, y)
-        loss.backward()
-        sam.first_step(zero_grad=True)
+        self.backward(loss)
+        sam.first_step(zero_grad=True)  # the ascent direction ignores the gradient scale
         with frozen_bn_stats(model):
-            loss_fn(model(x), y).backward()
-        sam.second_step(zero_grad=True)
+            self.backward(loss_fn(model(x), y))
+        self.apply_step()  # SAM.step() restores w, then the base step (skipped on inf/NaN)
+        sam.zero_grad(set_to_none=True)
         return StepResult(loss.detach(), _detach(output))
 
     def describe(self) -> dict[str, Any]:
