@@ -18,8 +18,10 @@ $(VENV)/.all: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH) -e ".[all,test]"
 	touch $@ $(VENV)/.core
 
+# ST vs SAM vs AT on the section 4 model: a sweep of three runs (re-running skips finished ones)
 run: $(VENV)/.core
-	$(BIN)/samat run recipes/quickstart.yaml
+	$(BIN)/samat sweep recipes/quickstart.yaml --output runs/quickstart
+	$(BIN)/samat report runs/quickstart --extra w_r
 
 test: $(VENV)/.all
 	$(BIN)/ruff check .
@@ -28,8 +30,9 @@ test: $(VENV)/.all
 lint: $(VENV)/.all
 	$(BIN)/ruff check .
 
-bench: $(VENV)/.core
-	$(BIN)/python benchmarks/step_cost.py
+bench: $(VENV)/.all
+	$(BIN)/python benchmarks/step_cost.py --json runs/bench/step_cost.json
+	$(BIN)/python benchmarks/eval_overhead.py --json runs/bench/eval_overhead.json
 
 clean:
 	rm -rf $(VENV)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -7,11 +9,13 @@ from torch import nn
 import samat
 from samat.build import (
     call_factory,
+    check_components,
     create_input_perturbation,
     create_task,
     create_weight_perturbation,
 )
 from samat.errors import SamatError, UnknownNameError
+from samat.recipe import recipe_from_dict
 
 
 def model() -> nn.Module:
@@ -80,3 +84,21 @@ def test_call_factory_injects_defaults_only_where_accepted() -> None:
     assert call_factory(factory, {"a": 1}, "x", defaults={"bounds": None, "mask": 1}) == (1, None)
     assert call_factory(factory, {"a": 1, "bounds": (2, 3)}, "x",
                         defaults={"bounds": None}) == (1, (2, 3))
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("train.weight_perturbation.rhoo=0.1", "Unknown key 'train.weight_perturbation.rhoo'"),
+    ("train.weight_perturbation.task=1", "Unknown key 'train.weight_perturbation.task'"),
+    ("train.input_perturbation.path=x", "Unknown key 'train.input_perturbation.path'"),
+    ("eval.attacks.0.model=x", "Unknown key 'eval.attacks.0.model'"),
+    ("task.nn=3", "Unknown key 'task.nn'. Did you mean: n?"),
+    ("train.optimizer.name=sgdd", "Unknown optimizer 'sgdd'"),
+])
+def test_check_components_without_building(override: str, message: str) -> None:
+    base = {"task": {"name": "toy_duality", "n": 4}, "train": {
+        "epochs": 1, "weight_perturbation": {"name": "sam", "rho": 0.1},
+        "input_perturbation": {"name": "pgd", "eps": 0.1}},
+        "eval": {"attacks": [{"name": "fgsm", "eps": 0.1}]}}
+    check_components(recipe_from_dict(base))
+    with pytest.raises(SamatError, match=re.escape(message)):
+        check_components(recipe_from_dict(base, [override]))

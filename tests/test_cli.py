@@ -93,7 +93,7 @@ GOOD = "task: {name: toy_duality, n: 4, n_train: 64, n_test: 64}\ntrain: {epochs
          "Unknown attack 'pgdd'. Did you mean: pgd"),
         (GOOD + "eval: {attacks: [{name: pgdd}]}\n", [], "(at eval.attacks.0.name)"),
         (GOOD, ["train.weight_perturbation=sma"],
-         "Unknown weight perturbation 'sma'. Did you mean: sam?"),
+         "Unknown weight perturbation 'sma'. Did you mean: sam, esam?"),
         (GOOD, ["train.input_perturbation=pgdd"], "Unknown input perturbation 'pgdd'."),
         (GOOD, ["train.batch_size=many"], "train.batch_size: expected an integer, got 'many'"),
         (GOOD, ["train.epochs=-1"], "train.epochs: must be >= 1, got -1"),

@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "SAM": "samat.optim",
+    "ESAM": "samat.optim",
+    "LookSAM": "samat.optim",
     "frozen_bn_stats": "samat.optim",
     "create_attack": "samat.build",
     "create_task": "samat.build",

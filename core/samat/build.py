@@ -16,6 +16,7 @@ import torch
 from samat.errors import SamatError, UnknownNameError
 from samat.interfaces import Attack, InputPerturbation, LossFn, Task, WeightPerturbation
 from samat.plugins import registries
+from samat.recipe import Recipe
 from samat.registry import unknown_name_message
 
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
@@ -36,6 +37,23 @@ def _parameters(factory: Callable[..., Any]) -> tuple[list[str], bool]:
     return names, var_kw
 
 
+def check_keys(
+    factory: Callable[..., Any], params: dict[str, Any], path: str, skip: tuple[str, ...] = ()
+) -> list[str]:
+    """Raise on a key of ``params`` that ``factory`` does not take; return the names it takes."""
+    names, var_kw = _parameters(factory)
+    valid = [n for n in names if n not in skip]
+    if not var_kw:
+        for key in params:
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                raise SamatError(
+                    f"Unknown key '{path}.{key}'.{hint} Valid keys here: name, {', '.join(valid)}"
+                )
+    return names
+
+
 def call_factory(
     factory: Callable[..., Any],
     params: dict[str, Any],
@@ -49,16 +67,7 @@ def call_factory(
 
     ``defaults`` are passed only where the factory accepts them and the user did not set them.
     """
-    names, var_kw = _parameters(factory)
-    valid = [n for n in names if n not in skip]
-    if not var_kw:
-        for key in params:
-            if key not in valid:
-                close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-                hint = f" Did you mean: {', '.join(close)}?" if close else ""
-                raise SamatError(
-                    f"Unknown key '{path}.{key}'.{hint} Valid keys here: name, {', '.join(valid)}"
-                )
+    names = check_keys(factory, params, path, skip)
     kwargs = dict(params)
     for key, value in (defaults or {}).items():
         if key not in kwargs and key in names:
@@ -102,9 +111,11 @@ def create_weight_perturbation(
     optimizer_params: dict[str, Any] | None = None,
     path: str = "weight_perturbation",
     optimizer_path: str = "optimizer",
+    task: Task | None = None,
     **params: Any,
 ) -> WeightPerturbation:
-    """A weight perturbation (plain step, SAM, ...) over the base optimizer ``optimizer``."""
+    """A weight perturbation (plain step, SAM, ...) over the base optimizer ``optimizer``;
+    ``task`` is passed to factories that take one (e.g. for per-example losses)."""
     factory = _entry("weight_perturbations", name, path).factory
     if optimizer not in OPTIMIZERS:
         raise UnknownNameError(
@@ -126,7 +137,8 @@ def create_weight_perturbation(
         raise SamatError(f"{optimizer_path}: {exc}") from None
     return call_factory(
         factory, params, path, args=(model_params, base_cls, base_kwargs),
-        skip=("params", "base_optimizer_cls", "base_kwargs"),
+        skip=("params", "base_optimizer_cls", "base_kwargs", "task"),
+        defaults={"task": task} if task is not None else None,
     )
 
 
@@ -165,3 +177,28 @@ def _task_domain(task: Task | None) -> dict[str, Any]:
     if task is None:
         return {}
     return {"bounds": task.input_bounds, "mask": task.input_mask()}
+
+
+def check_components(recipe: Recipe) -> None:
+    """Registered names and parameter keys of every component of ``recipe``, checked without
+    building anything (a sweep checks all its points this way before the first runs)."""
+    t = recipe.train
+    if t.optimizer.name not in OPTIMIZERS:
+        raise UnknownNameError(unknown_name_message("optimizer", t.optimizer.name,
+                                                    sorted(OPTIMIZERS))
+                               + " (at train.optimizer.name)")
+    components = [
+        ("tasks", recipe.task, "task", (), create_task),
+        ("weight_perturbations", t.weight_perturbation, "train.weight_perturbation",
+         ("params", "base_optimizer_cls", "base_kwargs", "task"), create_weight_perturbation),
+        ("input_perturbations", t.input_perturbation, "train.input_perturbation", (),
+         create_input_perturbation),
+        *[("attacks", a, f"eval.attacks.{i}", ("model", "loss_fn"), create_attack)
+          for i, a in enumerate(recipe.eval.attacks)],
+    ]
+    for registry, component, path, skip, create in components:
+        factory = _entry(registry, component.name, path).factory
+        reserved = [k for k in component.params if k in _parameters(create)[0]]
+        if reserved:  # would collide with the create_* function's own arguments
+            raise SamatError(f"Unknown key '{path}.{reserved[0]}': reserved by samat; remove it")
+        check_keys(factory, component.params, path, skip)

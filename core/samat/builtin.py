@@ -1,4 +1,5 @@
-"""samat's own plugin: plain step, SAM and ASAM; identity, PGD and FGSM perturbations/attacks.
+"""samat's own plugin: plain step, SAM, ASAM, ESAM, LookSAM; identity, PGD and FGSM
+perturbations/attacks.
 
 Registered through the ``samat`` entry-point group like any third-party plugin. Factories are
 given as lazy import paths so that loading this plugin imports no torch code.
@@ -31,3 +32,7 @@ def samat_register_weight_perturbations(register: Register) -> None:
     register("sam", "samat.weight:SAMStep", "Sharpness-aware minimization (Foret et al. 2021)")
     register("asam", "samat.weight:ASAMStep",
              "Adaptive SAM: perturbation scaled by |w| (Kwon et al. 2021)")
+    register("esam", "samat.efficient_sam:ESAMStep",
+             "Efficient SAM: random weight subset, sharpest examples (Du et al. 2022)")
+    register("looksam", "samat.efficient_sam:LookSAMStep",
+             "LookSAM: SAM every k steps, reused SAM direction between (Liu et al. 2022)")

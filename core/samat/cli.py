@@ -1,4 +1,4 @@
-"""Command line: ``samat run | validate | plugins | list``.
+"""Command line: ``samat run | validate | sweep | report | plugins | list``.
 
 Every user error prints one line ``samat: error: ...`` and exits with code 2.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,10 +33,42 @@ def _parser() -> argparse.ArgumentParser:
                      help="override recipe values (the command line wins)")
     run.add_argument("--resume", action="store_true",
                      help="continue the last run of this recipe (or of output_dir)")
+    run.add_argument("--nproc", type=int, metavar="N",
+                     help="train data-parallel in N processes on this machine (via torchrun)")
 
     validate = sub.add_parser("validate", help="check a recipe completely, train nothing")
     validate.add_argument("recipe")
     validate.add_argument("overrides", nargs="*", metavar="key.path=value")
+
+    sweep = sub.add_parser(
+        "sweep", help="run a grid of runs (the recipe's sweep: block and/or key=v1,v2 axes)")
+    sweep.add_argument("recipe", help="path to a recipe YAML file")
+    sweep.add_argument("axes", nargs="*", metavar="key.path=v1,v2|key.path=value",
+                       help="grid axes (comma-separated values) or overrides for every point")
+    sweep.add_argument("--output", metavar="DIR",
+                       help="sweep directory (default: output_dir, else runs/<name>-sweep)")
+    sweep.add_argument("--jobs", type=int, default=1,
+                       help="points run at once, each in its own process (default 1)")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="list the points and their status, run nothing")
+
+    report = sub.add_parser("report", help="paper-style tables and plots from run directories")
+    report.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_DIR")
+    report.add_argument("--format", default="text", choices=("text", "markdown", "csv", "latex"),
+                        help="what to print (default text); --out writes every format")
+    report.add_argument("--metric", help="attack-result key for the attack columns, e.g. "
+                        "attack_success_rate (default: the task's metric)")
+    report.add_argument("--decimals", type=int, default=1)
+    report.add_argument("--out", metavar="DIR",
+                        help="write report.md, report.csv, report.tex and PNG plots here")
+    report.add_argument("--curve", action="append", default=[], metavar="KEY",
+                        help="also plot metrics against this config key, e.g. "
+                        "train.weight_perturbation.rho (repeatable)")
+    report.add_argument("--extra", action="append", default=[], metavar="KEY",
+                        help="also show this number from the task's report in metrics.json, "
+                        "e.g. w_r for the section 4 model (repeatable)")
+    report.add_argument("--against", choices=("paper",),
+                        help="add the paper's numbers beside matching rows")
 
     plugins = sub.add_parser("plugins", help="list plugins with version, hooks and load errors")
     plugins.add_argument("--json", action="store_true", help="print JSON")
@@ -49,13 +82,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from samat.results import results_table
     from samat.run import run
 
-    handler = logging.StreamHandler(sys.stderr)  # samat's own progress only, not libraries'
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("samat")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    if args.nproc is not None:
+        from samat.distributed import launch
+
+        return launch(args.nproc, args.recipe, args.overrides, args.resume)
+    _log_to_stderr()
     metrics = run(args.recipe, args.overrides, resume=args.resume)
-    print(results_table(metrics))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 prints
+        print(results_table(metrics))
     return 0
 
 
@@ -69,6 +103,46 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.recipe}: OK — task {recipe.task.name} ({n_params} parameters), "
           f"weight perturbation {c.weight.describe()}, input perturbation {c.input.describe()}, "
           f"{len(c.attacks)} attack(s): {', '.join(label for label, _ in c.attacks) or 'none'}")
+    return 0
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)  # samat's own progress only, not libraries'
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("samat")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from samat.results import format_table
+    from samat.sweep import default_root, load_sweep, run_sweep
+
+    sweep = load_sweep(args.recipe, args.axes)
+    root = Path(args.output) if args.output else default_root(sweep)
+    if args.dry_run:
+        rows = [[p.name, p.status(root), " ".join(p.overrides)] for p in sweep.points]
+        print(format_table(["point", "status", "overrides"], rows))
+        print(f"{len(sweep.points)} point(s) under {root}")
+        return 0
+    from samat.report import write_report
+
+    _log_to_stderr()
+    run_sweep(sweep, root, args.jobs)
+    print(write_report([root]), end="")
+    print(f"sweep directory: {root} ({len(sweep.points)} points; sweep.json, summary.md, "
+          "summary.csv)")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from samat.report import write_report
+
+    print(write_report(args.paths, fmt=args.format, attack_metric=args.metric,
+                       decimals=args.decimals, out=args.out, curves=args.curve,
+                       against=args.against, extras=args.extra), end="")
     return 0
 
 
@@ -102,8 +176,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "plugins": _cmd_plugins,
-            "list": _cmd_list}
+COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sweep": _cmd_sweep,
+            "report": _cmd_report, "plugins": _cmd_plugins, "list": _cmd_list}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SamatError as exc:
-        print(f"samat: error: {exc}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank has the same error
+            print(f"samat: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("samat: interrupted", file=sys.stderr)

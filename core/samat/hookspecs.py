@@ -52,3 +52,13 @@ def samat_register_input_perturbations(register: Register) -> None:
 @hookspec
 def samat_on_result(metrics: dict[str, Any], run_dir: str) -> None:
     """Called once with the final ``metrics.json`` content after a run finishes."""
+
+
+@hookspec
+def samat_report_plots(runs: list[Any], out_dir: str) -> list[str] | None:
+    """Draw task-specific PNG plots for ``samat report --out``; return the paths written.
+
+    ``runs`` are :class:`samat.report.Run` objects (``path``, ``metrics``, ``config``) of every
+    task; pick yours by ``run.metrics["task"]["name"]``. Draw with
+    :func:`samat.plots.new_figure` / :func:`samat.plots.save` (matplotlib is then installed).
+    """

@@ -33,6 +33,16 @@ class Metric(ABC):
     def compute(self) -> dict[str, float]:
         """All values; must contain the task's ``metric`` key."""
 
+    def state(self) -> list[Tensor] | None:
+        """Sufficient statistics whose element-wise sum over disjoint parts of the data is the
+        state of their union, so that evaluation can be sharded across data-parallel ranks;
+        ``None`` (the default) if the metric cannot be merged (then rank 0 evaluates alone)."""
+        return None
+
+    def load_state(self, state: list[Tensor]) -> None:
+        """Replace the statistics with ``state`` (as returned by :meth:`state`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no mergeable state")
+
 
 class Accuracy(Metric):
     """Top-1 accuracy in percent for ``(N, C)`` logits, or ``(N,)`` sign scores (binary ±1)."""
@@ -51,6 +61,12 @@ class Accuracy(Metric):
 
     def compute(self) -> dict[str, float]:
         return {"accuracy": 100.0 * self.correct / max(self.total, 1), "n_examples": self.total}
+
+    def state(self) -> list[Tensor]:
+        return [torch.tensor([self.correct, self.total], dtype=torch.int64)]
+
+    def load_state(self, state: list[Tensor]) -> None:
+        self.correct, self.total = (int(v) for v in state[0])
 
 
 class InputPerturbation(ABC):
@@ -150,6 +166,13 @@ class Task(ABC):
         """Mean loss of a batch (cross-entropy by default)."""
         return nn.functional.cross_entropy(output, target)
 
+    def example_losses(self, output: Any, target: Tensor) -> Tensor:
+        """Loss of each example, shape ``[batch]`` (ESAM's data selection ranks them);
+        cross-entropy averaged over non-batch dimensions by default. Override it with
+        :meth:`loss`."""
+        losses = nn.functional.cross_entropy(output, target, reduction="none")
+        return losses.reshape(len(losses), -1).mean(dim=1)
+
     def new_metric(self) -> Metric:
         return Accuracy()
 
@@ -164,7 +187,13 @@ class Task(ABC):
         batches: Iterable[tuple[Any, Tensor]],
         attack: Attack | None = None,
     ) -> dict[str, float]:
-        """Natural metric of ``model`` on ``batches``, after ``attack`` if one is given."""
+        """Natural metric of ``model`` on ``batches``, after ``attack`` if one is given.
+
+        Under torchrun, samat gives each rank a shard of the data when a task keeps this method
+        and its metric has a :meth:`Metric.state`; the states are summed before ``compute``.
+        """
+        from samat.distributed import merge_shards
+
         metric = self.new_metric()
         model.eval()
         for x, y in batches:
@@ -172,7 +201,7 @@ class Task(ABC):
                 x = attack(x, y)
             with torch.no_grad():
                 metric.update(model(x), y)
-        return metric.compute()
+        return merge_shards(metric).compute()
 
     def report(self, model: nn.Module) -> dict[str, Any]:
         """Task-specific extra results recorded in ``metrics.json`` (e.g. learned weights)."""

@@ -12,6 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -164,6 +165,21 @@ def call_result_hooks(metrics: dict[str, Any], run_dir: str) -> None:
             logging.getLogger("samat").warning(
                 "plugin '%s': samat_on_result failed: %s", impl.plugin_name, _describe_error(exc)
             )
+
+
+def call_report_plot_hooks(runs: list[Any], out_dir: Path) -> list[Path]:
+    """Every plugin's ``samat_report_plots``; the paths they wrote. A failing plugin is
+    logged, not fatal (the tables are still the report)."""
+    written: list[Path] = []
+    for impl in plugin_manager().hook.samat_report_plots.get_hookimpls():
+        try:
+            written += [Path(p) for p in impl.function(runs=runs, out_dir=str(out_dir)) or []]
+        except Exception as exc:
+            logging.getLogger("samat").warning(
+                "plugin '%s': samat_report_plots failed: %s", impl.plugin_name,
+                _describe_error(exc)
+            )
+    return written
 
 
 def plugin_versions() -> dict[str, str | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import logging
 import re
 import types
 import typing
@@ -103,6 +104,10 @@ class TrainConfig:
     checkpoint_every: int | None = None
     num_workers: int = 0
     drop_last: bool = False
+    precision: str = "fp32"
+    channels_last: bool = False
+    compile: bool = False
+    sync_bn: bool = False
 
 
 @dataclass
@@ -129,6 +134,9 @@ class Recipe:
 
 
 SCHEDULES = ("constant", "step", "cosine", "poly")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 def _dump(obj: Any) -> Any:
     if isinstance(obj, Component):
         return obj.as_dict()
@@ -266,6 +274,9 @@ def _check_ranges(recipe: Recipe) -> None:
     if any(m <= 0 for m in s.milestones) or s.milestones != sorted(s.milestones):
         raise SamatError(f"train.schedule.milestones: must be increasing positive epochs, "
                          f"got {s.milestones}")
+    if t.precision not in PRECISIONS:
+        raise SamatError(f"train.precision: expected one of {', '.join(PRECISIONS)}, "
+                         f"got {t.precision!r}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", recipe.device):
         raise SamatError(f"device: expected auto, cpu, cuda or cuda:N, got {recipe.device!r}")
     labels = [a.column() for a in e.attacks]
@@ -355,8 +366,16 @@ def read_yaml(path: str | Path) -> Any:
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Load, override and validate the recipe at ``path``; ``name`` defaults to the file stem."""
-    recipe = recipe_from_dict(read_yaml(path), overrides)
+    """Load, override and validate the recipe at ``path``; ``name`` defaults to the file stem.
+
+    A top-level ``sweep:`` block (see :mod:`samat.sweep`) is not part of the run: the recipe
+    loads as its base point."""
+    data = read_yaml(path)
+    if isinstance(data, dict) and "sweep" in data:
+        data = {k: v for k, v in data.items() if k != "sweep"}
+        logging.getLogger("samat").info(
+            "%s declares a sweep; this is its base point (run all points with samat sweep)", path)
+    recipe = recipe_from_dict(data, overrides)
     if not recipe.name:
         recipe.name = Path(path).stem
     return recipe

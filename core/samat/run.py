@@ -11,15 +11,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from samat import results
+from samat import distributed, results
 from samat.build import (
+    check_components,
     create_attack,
     create_input_perturbation,
     create_task,
     create_weight_perturbation,
     task_params,
 )
-from samat.data import eval_loader, to_device
+from samat.data import device_batches, eval_loader
 from samat.errors import SamatError
 from samat.interfaces import Attack, InputPerturbation, Task, WeightPerturbation
 from samat.recipe import Recipe, recipe_from_dict
@@ -30,13 +31,20 @@ log = logging.getLogger("samat")
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available, else cpu; an unavailable device is a user error."""
+    """``auto`` -> cuda if available, else cpu; an unavailable device is a user error. Under
+    torchrun, ``cuda`` is ``cuda:LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SamatError(f"device: '{name}' requested but CUDA is not available; use auto or cpu")
     if name == "mps" and not torch.backends.mps.is_available():
         raise SamatError("device: 'mps' requested but not available; use auto or cpu")
+    if distributed.launched():
+        if name == "cuda":
+            return torch.device("cuda", distributed.local_rank())
+        if name != "cpu":
+            raise SamatError(f"device: '{name}' under torchrun; use auto, cuda (each process "
+                             "takes cuda:LOCAL_RANK) or cpu")
     return torch.device(name)
 
 
@@ -55,6 +63,7 @@ class Components:
 def build(recipe: Recipe) -> Components:
     """Create task, model, perturbations and attacks; raises SamatError on any bad input."""
     device = resolve_device(recipe.device)
+    check_components(recipe)
     seed_everything(recipe.seed)
     task = create_task(recipe.task.name, "task", **_task_params(recipe))
     model = task.build_model().to(device)
@@ -62,7 +71,7 @@ def build(recipe: Recipe) -> Components:
     optimizer_params = dict(t.optimizer.params)
     weight = create_weight_perturbation(
         t.weight_perturbation.name, model.parameters(), t.optimizer.name, optimizer_params,
-        path="train.weight_perturbation", optimizer_path="train.optimizer",
+        path="train.weight_perturbation", optimizer_path="train.optimizer", task=task,
         **t.weight_perturbation.params,
     )
     input_perturbation = create_input_perturbation(
@@ -89,21 +98,23 @@ def _task_params(recipe: Recipe) -> dict[str, Any]:
 
 
 def evaluate(components: Components, recipe: Recipe) -> dict[str, Any]:
-    """Natural metric and every attack's metric on the first ``eval.n_examples`` examples."""
+    """Natural metric and every attack's metric on the first ``eval.n_examples`` examples, in
+    float32; under torchrun sharded across ranks (:func:`samat.distributed.evaluate`)."""
     c = components
     key = c.task.metric
     dataset = c.task.eval_dataset()
 
-    def batches() -> Any:
-        for x, y in eval_loader(c.task, dataset, recipe.eval.batch_size, recipe.eval.n_examples):
-            yield to_device(x, c.device), to_device(y, c.device)
+    def batches(rank: int, world_size: int) -> Any:
+        loader = eval_loader(c.task, dataset, recipe.eval.batch_size, recipe.eval.n_examples,
+                             rank=rank, world_size=world_size)
+        return device_batches(loader, c.device, recipe.train.channels_last)
 
-    natural = c.task.evaluate(c.model, batches())
+    natural = distributed.evaluate(c.task, c.model, batches)
     log.info("natural %s: %.2f", key, natural[key])
     attacked = []
     for label, attack in c.attacks:
         start = time.perf_counter()
-        values = c.task.evaluate(c.model, batches(), attack)
+        values = distributed.evaluate(c.task, c.model, batches, attack)
         values["seconds"] = time.perf_counter() - start
         log.info("%s %s: %.2f", label, key, values[key])
         attacked.append({"label": label, "attack": attack.describe(), **values})
@@ -118,11 +129,27 @@ def run(
     resume: bool = False,
     recipe: Recipe | None = None,
 ) -> dict[str, Any]:
-    """Run a recipe end to end and return the ``metrics.json`` content."""
+    """Run a recipe end to end and return the ``metrics.json`` content.
+
+    Under torchrun every process calls it; rank 0 alone writes the run directory."""
     from samat.recipe import load_recipe
 
     recipe = recipe or load_recipe(recipe_path, overrides)
-    components, trainer = prepare(recipe)
+    with distributed.process_group(resolve_device(recipe.device)) as world:
+        components, trainer = prepare(recipe)
+        run_dir = distributed.on_main(lambda: _run_dir(recipe, resume))
+        handler = _log_to(run_dir / results.LOG) if world.is_main else None
+        try:
+            return _train_and_evaluate(recipe, components, trainer, run_dir,
+                                       Path(recipe_path), resume)
+        finally:
+            if handler is not None:
+                logging.getLogger("samat").removeHandler(handler)
+                handler.close()
+
+
+def _run_dir(recipe: Recipe, resume: bool) -> Path:
+    """The run directory: the one to resume, or a new one holding ``config.yaml``."""
     output_dir = Path(recipe.output_dir) if recipe.output_dir else None
     runs_root = output_dir or results.default_runs_root(recipe.name)
     if resume:
@@ -136,13 +163,7 @@ def run(
         run_dir = output_dir or results.new_run_dir(runs_root)
         (run_dir / results.CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
         results.write_config(run_dir, recipe.as_dict())
-    handler = _log_to(run_dir / results.LOG)
-    try:
-        return _train_and_evaluate(recipe, components, trainer, run_dir, Path(recipe_path),
-                                   resume)
-    finally:
-        logging.getLogger("samat").removeHandler(handler)
-        handler.close()
+    return run_dir
 
 
 def _check_same(saved: Recipe, current: Recipe, run_dir: Path) -> None:
@@ -177,10 +198,14 @@ def _train_and_evaluate(
         log.info("resumed %s at epoch %d, step %d", run_dir, trainer.progress.epoch,
                  trainer.progress.step)
     else:
-        log.info("run %s: recipe %s, device %s", run_dir, recipe_path, c.device)
-    progress = trainer.fit(checkpoint, run_dir / results.HISTORY)
-    for label, attack in c.attacks:
-        attack.set_output(run_dir, label)
+        log.info("run %s: recipe %s, device %s, %d process(es)", run_dir, recipe_path, c.device,
+                 trainer.world.size)
+    main = trainer.world.is_main
+    history = run_dir / results.HISTORY
+    progress = trainer.fit(checkpoint if main else None, history if main else None)
+    if main:
+        for label, attack in c.attacks:
+            attack.set_output(run_dir, label)
     evaluation = evaluate(c, recipe)
     optimizer = {"name": recipe.train.optimizer.name, **recipe.train.optimizer.params}
     metrics = {
@@ -198,6 +223,7 @@ def _train_and_evaluate(
             "epochs": trainer.epochs,
             "steps": progress.step,
             "batch_size": recipe.train.batch_size,
+            "world_size": trainer.world.size,
             "train_time_s": progress.train_time,
             "mean_step_time_s": progress.train_time / max(progress.step, 1),
             "final": progress.history[-1] if progress.history else None,
@@ -208,8 +234,9 @@ def _train_and_evaluate(
         "versions": results.versions(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    results.write_json(run_dir / results.METRICS, metrics)
-    from samat.plugins import call_result_hooks
+    if main:
+        results.write_json(run_dir / results.METRICS, metrics)
+        from samat.plugins import call_result_hooks
 
-    call_result_hooks(metrics, str(run_dir))
+        call_result_hooks(metrics, str(run_dir))
     return metrics

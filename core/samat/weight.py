@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from samat.interfaces import LossFn, StepResult, WeightPerturbation
+
+ASCENTS = ("global", "replica")
 
 
 def _detach(output: Any) -> Any:
@@ -38,6 +41,12 @@ class SAMStep(WeightPerturbation):
 
     Ascent on a clean gradient (zeroed before the first backward), descent from the perturbed
     weights; only the first pass updates BatchNorm running statistics.
+
+    Under data parallelism ``ascent="global"`` all-reduces the first gradient, so every replica
+    ascends along the global batch's gradient (the same step as one process with that batch);
+    ``ascent="replica"`` runs the first backward under ``model.no_sync()``, so each replica
+    ascends along its own batch's gradient (m-sharpness with m = the per-replica batch). The
+    second gradient is always all-reduced. In one process both are the same.
     """
 
     name = "sam"
@@ -49,12 +58,15 @@ class SAMStep(WeightPerturbation):
         base_kwargs: dict,
         rho: float = 0.05,
         adaptive: bool = False,
+        ascent: str = "global",
     ) -> None:
         from samat.optim import SAM
 
         if not rho > 0:
             raise ValueError(f"rho must be > 0, got {rho}")
-        self.rho, self.adaptive = float(rho), bool(adaptive)
+        if ascent not in ASCENTS:
+            raise ValueError(f"ascent must be one of {', '.join(ASCENTS)}, got {ascent!r}")
+        self.rho, self.adaptive, self.ascent = float(rho), bool(adaptive), ascent
         self.optimizer = SAM(params, base_optimizer_cls, rho=rho, adaptive=adaptive, **base_kwargs)
 
     def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult:
@@ -62,9 +74,11 @@ class SAMStep(WeightPerturbation):
 
         sam = self.optimizer
         sam.zero_grad(set_to_none=True)
-        output = model(x)
-        loss = loss_fn(output, y)
-        self.backward(loss)
+        no_sync = getattr(model, "no_sync", None)  # DistributedDataParallel's
+        with no_sync() if self.ascent == "replica" and no_sync else nullcontext():
+            output = model(x)
+            loss = loss_fn(output, y)
+            self.backward(loss)
         sam.first_step(zero_grad=True)  # the ascent direction ignores the gradient scale
         with frozen_bn_stats(model):
             self.backward(loss_fn(model(x), y))
@@ -73,8 +87,11 @@ class SAMStep(WeightPerturbation):
         return StepResult(loss.detach(), _detach(output))
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "asam" if self.adaptive else "sam", "rho": self.rho,
-                "adaptive": self.adaptive}
+        described = {"name": "asam" if self.adaptive else "sam", "rho": self.rho,
+                     "adaptive": self.adaptive}
+        if self.ascent != "global":  # global ascent is the single-process step
+            described["ascent"] = self.ascent
+        return described
 
 
 class ASAMStep(SAMStep):
@@ -86,5 +103,7 @@ class ASAMStep(SAMStep):
         base_optimizer_cls: type[torch.optim.Optimizer],
         base_kwargs: dict,
         rho: float = 0.5,
+        ascent: str = "global",
     ) -> None:
-        super().__init__(params, base_optimizer_cls, base_kwargs, rho=rho, adaptive=True)
+        super().__init__(params, base_optimizer_cls, base_kwargs, rho=rho, adaptive=True,
+                         ascent=ascent)

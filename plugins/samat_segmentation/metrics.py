@@ -38,6 +38,13 @@ class SegmentationMetric(Metric):
         self.n_examples += int(target.shape[0])
         self.confusion += torch.bincount(index, minlength=k * k).reshape(k, k)
 
+    def state(self) -> list[Tensor]:
+        return [self.confusion.clone(), torch.tensor([self.n_examples], dtype=torch.int64)]
+
+    def load_state(self, state: list[Tensor]) -> None:
+        self.confusion = state[0].to(torch.int64).cpu()
+        self.n_examples = int(state[1][0])
+
     def iou(self) -> list[float | None]:
         """Per-class IoU in ``[0, 1]``; ``None`` for classes absent from GT and predictions."""
         tp = self.confusion.diag()

@@ -146,6 +146,12 @@ class SegmentationTask(Task):
             return output.sum() * 0.0  # all ignored: zero loss, zero gradient, no NaN
         return F.cross_entropy(output, target, ignore_index=self.ignore_index)
 
+    def example_losses(self, output: Tensor, target: Tensor) -> Tensor:
+        """Per-image cross-entropy, mean over the image's valid pixels (0 if it has none)."""
+        losses = F.cross_entropy(output, target, ignore_index=self.ignore_index, reduction="none")
+        valid = (target != self.ignore_index).flatten(1).sum(dim=1)
+        return losses.flatten(1).sum(dim=1) / valid.clamp(min=1)
+
     def new_metric(self) -> SegmentationMetric:
         return SegmentationMetric(self.num_classes, self.ignore_index, self.class_names)
 

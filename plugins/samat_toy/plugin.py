@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from samat.hookspecs import Register, hookimpl
 
 
@@ -12,3 +14,13 @@ def samat_register_tasks(register: Register) -> None:
         "samat_toy.task:ToyDualityTask",
         "The paper's section 4 binary model: one robust and n non-robust features, linear model",
     )
+
+
+@hookimpl
+def samat_report_plots(runs: list[Any], out_dir: str) -> list[str]:
+    """W_R vs ε for the §4 model's runs, beside the theory."""
+    from pathlib import Path
+
+    from samat_toy.plots import wr_plot
+
+    return [str(p) for p in wr_plot(runs, Path(out_dir))]

@@ -88,6 +88,10 @@ class ToyDualityTask(Task):
         """Logistic loss ``mean(softplus(-y * score))`` for ``y`` in {-1, +1}."""
         return nn.functional.softplus(-target * output).mean()
 
+    def example_losses(self, output: Tensor, target: Tensor) -> Tensor:
+        """Logistic loss ``softplus(-y * score)`` of each example."""
+        return nn.functional.softplus(-target * output)
+
     def input_mask(self) -> Tensor:
         """Attacks may change the non-robust features only (Thm 4.2's threat model)."""
         mask = torch.ones(1, self.n + 1)

@@ -7,6 +7,7 @@ BatchNorm-statistics freezing for the second pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -31,6 +32,34 @@ _PROTOCOL = (
 def _norm(t: Tensor) -> Tensor:
     """L2 norm accumulated in at least float32."""
     return torch.linalg.vector_norm(t, dtype=torch.promote_types(t.dtype, torch.float32))
+
+
+def _grouped(*lists: list[Tensor]) -> list[tuple[list[Tensor], ...]]:
+    """Parallel ``lists`` split by the (device, dtype) of the first list's tensors, in order:
+    the batches ``torch._foreach_*`` ops run as one multi-tensor kernel."""
+    batches: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], ...]] = {}
+    for tensors in zip(*lists, strict=True):
+        batch = batches.setdefault((tensors[0].device, tensors[0].dtype), tuple([] for _ in lists))
+        for out, t in zip(batch, tensors, strict=True):
+            out.append(t)
+    return list(batches.values())
+
+
+def _ascend(params: list[Tensor], grads: list[Tensor], scale: float, adaptive: bool) -> None:
+    """``w += scale * g``, or ``w += scale * w**2 * g`` (one temporary list) when adaptive."""
+    if not adaptive:
+        torch._foreach_add_(params, grads, alpha=scale)
+        return
+    e = torch._foreach_mul(params, params)
+    torch._foreach_mul_(e, grads)
+    torch._foreach_mul_(e, scale)
+    torch._foreach_add_(params, e)
+
+
+def _with_grad(group: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
+    """The parameters of ``group`` that have a gradient, and those gradients."""
+    params = [p for p in group["params"] if p.grad is not None]
+    return params, [p.grad for p in params]
 
 
 class SAM(Optimizer):
@@ -80,16 +109,17 @@ class SAM(Optimizer):
         """
         if self._saved is not None:
             raise RuntimeError("first_step() called twice without second_step() in between")
-        with_grad = [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
-        self._saved = [(p, self._copy_of(p)) for _, p in with_grad]
-        grad_norm = self._grad_norm()
-        if torch.isfinite(grad_norm):
-            for group, p in with_grad:
-                scale = (group["rho"] / (grad_norm + _EPS)).to(p)
-                if group["adaptive"]:
-                    p.add_(p.square().mul_(p.grad).mul_(scale))
-                else:
-                    p.addcmul_(p.grad, scale)
+        params = [p for group in self.param_groups for p in _with_grad(group)[0]]
+        copies = [self._buffer(p) for p in params]
+        for ps, cs in _grouped(params, copies):
+            torch._foreach_copy_(cs, ps)
+        self._saved = list(zip(params, copies, strict=True))
+        grad_norm = self._grad_norm().item()
+        if math.isfinite(grad_norm):
+            for group in self.param_groups:
+                scale = group["rho"] / (grad_norm + _EPS)
+                for ps, gs in _grouped(*_with_grad(group)):
+                    _ascend(ps, gs, scale, group["adaptive"])
         if zero_grad:
             self.zero_grad()
 
@@ -150,34 +180,42 @@ class SAM(Optimizer):
     def _grad_norm(self) -> Tensor:
         """One L2 norm over all groups of ``g`` (or ``|w| * g`` for adaptive groups)."""
         device = self.param_groups[0]["params"][0].device
-        norms = [
-            _norm(p.grad * p.abs() if group["adaptive"] else p.grad).to(device)
-            for group in self.param_groups
-            for p in group["params"]
-            if p.grad is not None
-        ]
+        norms: list[Tensor] = []
+        for group in self.param_groups:
+            for ps, gs in _grouped(*_with_grad(group)):
+                dtype = torch.promote_types(gs[0].dtype, torch.float32)
+                if group["adaptive"]:
+                    weighted = torch._foreach_abs(ps)
+                    torch._foreach_mul_(weighted, gs)  # |w| * g
+                    gs = weighted
+                norms += torch._foreach_norm(gs, 2, dtype=dtype)
         if not norms:
             return torch.zeros((), device=device)
-        return _norm(torch.stack(norms))
+        return _norm(torch.stack([n.to(device) for n in norms]))
 
-    def _copy_of(self, p: Tensor) -> Tensor:
-        """``p``'s values in its reusable buffer."""
+    def _buffer(self, p: Tensor) -> Tensor:
+        """``p``'s reusable buffer (uninitialised when new)."""
         buffer = self._copies.get(p)
         if buffer is None or buffer.shape != p.shape or buffer.dtype != p.dtype \
                 or buffer.device != p.device:
             buffer = self._copies[p] = torch.empty_like(p, memory_format=torch.preserve_format)
-        return buffer.copy_(p)
+        return buffer
+
+    def _copy_of(self, p: Tensor) -> Tensor:
+        """``p``'s values in its reusable buffer (for subclasses saving one tensor at a time)."""
+        return self._buffer(p).copy_(p)
 
     def _restore(self) -> None:
+        """Copy the saved weights back and end the step (``_saved = None``)."""
         if self._saved is None:
             raise RuntimeError(_PROTOCOL)
-        for p, old in self._saved:
-            p.copy_(old)
+        params, olds = [p for p, _ in self._saved], [old for _, old in self._saved]
+        for ps, saved in _grouped(params, olds):
+            torch._foreach_copy_(ps, saved)
         self._saved = None
 
     def _unscale_grads(self, grad_scale: Tensor) -> None:
         inv_scale = grad_scale.double().reciprocal().float()
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    p.grad.mul_(inv_scale.to(p.grad.device))
+            for (gs,) in _grouped(_with_grad(group)[1]):
+                torch._foreach_mul_(gs, inv_scale.to(gs[0].device))

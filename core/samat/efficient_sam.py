@@ -1,0 +1,145 @@
+"""Efficient SAM variants as weight perturbations: ESAM (Du et al. 2022) and LookSAM (Liu et al.
+2022). Both take the trainer's ``scaler`` and freeze BatchNorm statistics after the first pass."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from samat.errors import SamatError
+from samat.interfaces import LossFn, StepResult, Task, WeightPerturbation
+from samat.optim.bn import frozen_bn_stats
+from samat.optim.esam import ESAM, fraction
+from samat.optim.looksam import LookSAM
+
+
+def _detach(output: Any) -> Any:
+    return output.detach() if isinstance(output, Tensor) else output
+
+
+def _subset(x: Any, index: Tensor, n: int) -> Any:
+    """Examples ``index`` of a batch of ``n``: tensors along dim 0, mappings/tuples/lists of them
+    recursively, a list of ``n`` other items (e.g. raw texts) element-wise."""
+    if isinstance(x, Tensor):
+        return x[index]
+    if isinstance(x, Mapping):
+        return {key: _subset(value, index, n) for key, value in x.items()}
+    if isinstance(x, list | tuple):
+        if len(x) == n and not any(isinstance(v, Tensor | Mapping | list | tuple) for v in x):
+            return [x[i] for i in index.tolist()]
+        return type(x)(_subset(value, index, n) for value in x)
+    raise SamatError(f"esam: cannot select examples from a batch of type {type(x).__name__}; "
+                     "use gamma: 1")
+
+
+def _check_example_losses(task: Task | None) -> None:
+    """Raise unless ``task`` has per-example losses consistent with its loss."""
+    if task is None:
+        raise ValueError("gamma < 1 (sharpness-sensitive data selection) needs the task's "
+                         "per-example losses: pass task=")
+    cls = type(task)
+    if cls.loss is not Task.loss and cls.example_losses is Task.example_losses:
+        raise ValueError(f"gamma < 1 needs per-example losses, but task {cls.__name__} "
+                         "overrides loss() and not example_losses(); use gamma: 1 or add it")
+
+
+class ESAMStep(WeightPerturbation):
+    """ESAM: SAM with stochastic weight perturbation (``beta``) and sharpness-sensitive data
+    selection (``gamma``); ``beta = gamma = 1`` is SAM.
+
+    First pass at ``w`` (loss and output reported); ascent to ``w + (rho/beta) m*g/||g||``
+    (:class:`samat.optim.ESAM`); with ``gamma < 1`` a no-grad forward at ``w + e`` gives each
+    example's sharpness ``L_i(w + e) - L_i(w)`` (``task.example_losses``) and the descent
+    forward/backward runs on the ``gamma`` fraction with the highest (task loss over that
+    subset). Defaults are the ESAM paper's (rho 0.05, beta 0.6, gamma 0.5).
+    """
+
+    name = "esam"
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer_cls: type[torch.optim.Optimizer],
+        base_kwargs: dict,
+        rho: float = 0.05,
+        beta: float = 0.6,
+        gamma: float = 0.5,
+        task: Task | None = None,
+    ) -> None:
+        if fraction("gamma", gamma) < 1:
+            _check_example_losses(task)
+        self.optimizer = ESAM(params, base_optimizer_cls, rho=rho, beta=beta, gamma=gamma,
+                              **base_kwargs)
+        self.rho, self.task = float(rho), task
+
+    def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult:
+        esam = self.optimizer
+        esam.zero_grad(set_to_none=True)
+        output = model(x)
+        loss = loss_fn(output, y)
+        self.backward(loss)
+        esam.first_step(zero_grad=True)
+        x_d, y_d = x, y
+        if esam.gamma < 1:
+            with torch.no_grad(), frozen_bn_stats(model):
+                before = self._example_losses(_detach(output), y)
+                index = esam.select(before, self._example_losses(model(x), y))
+            x_d, y_d = _subset(x, index, len(y)), y[index]
+        with frozen_bn_stats(model):
+            self.backward(loss_fn(model(x_d), y_d))
+        self.apply_step()  # restores w, then the base step (skipped on inf/NaN under a scaler)
+        esam.zero_grad(set_to_none=True)
+        return StepResult(loss.detach(), _detach(output))
+
+    def _example_losses(self, output: Any, y: Tensor) -> Tensor:
+        losses = self.task.example_losses(output, y)
+        if losses.shape != (len(y),):
+            raise SamatError(f"{type(self.task).__name__}.example_losses returned shape "
+                             f"{tuple(losses.shape)}, expected ({len(y)},)")
+        return losses.float()
+
+    def describe(self) -> dict[str, Any]:
+        esam = self.optimizer
+        return {"name": self.name, "rho": self.rho, "beta": esam.beta, "gamma": esam.gamma}
+
+
+class LookSAMStep(WeightPerturbation):
+    """LookSAM: a SAM step every ``k`` steps, one forward/backward plus the stored orthogonal
+    SAM direction (weight ``alpha``) in between (:class:`samat.optim.LookSAM`); ``k=1`` is SAM.
+    Defaults: rho 0.05, k 5, alpha 0.7 (the LookSAM paper's)."""
+
+    name = "looksam"
+
+    def __init__(
+        self,
+        params: Any,
+        base_optimizer_cls: type[torch.optim.Optimizer],
+        base_kwargs: dict,
+        rho: float = 0.05,
+        k: int = 5,
+        alpha: float = 0.7,
+    ) -> None:
+        self.optimizer = LookSAM(params, base_optimizer_cls, rho=rho, k=k, alpha=alpha,
+                                 **base_kwargs)
+        self.rho = float(rho)
+
+    def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult:
+        look = self.optimizer
+        look.zero_grad(set_to_none=True)
+        output = model(x)
+        loss = loss_fn(output, y)
+        self.backward(loss)
+        if look.sam_step_due:
+            look.first_step(zero_grad=True)
+            with frozen_bn_stats(model):
+                self.backward(loss_fn(model(x), y))
+        self.apply_step()
+        look.zero_grad(set_to_none=True)
+        return StepResult(loss.detach(), _detach(output))
+
+    def describe(self) -> dict[str, Any]:
+        look = self.optimizer
+        return {"name": self.name, "rho": self.rho, "k": look.k, "alpha": look.alpha}

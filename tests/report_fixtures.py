@@ -1,0 +1,67 @@
+"""Synthetic finished run directories (config.yaml + metrics.json) for report/plot tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FGSM = {"name": "fgsm", "eps": 1 / 255, "bounds": [0.0, 1.0], "mask": None}
+PGD_LINF = {"name": "pgd", "norm": "linf", "eps": 1 / 255, "alpha": 0.25 / 255, "steps": 10,
+            "random_start": True, "restarts": 1, "bounds": [0.0, 1.0], "mask": None}
+PGD_L2 = {**PGD_LINF, "norm": "l2", "eps": 32 / 255, "alpha": 8 / 255}
+CIFAR10 = {"name": "image_classification", "dataset": "cifar10", "root": "data",
+           "model": "preactresnet18"}
+
+
+def make_run(
+    path: Path,
+    *,
+    natural: float,
+    attacks: dict[str, tuple[dict[str, Any], float]],
+    seed: int = 0,
+    task: dict[str, Any] | None = None,
+    weight: dict[str, Any] | None = None,
+    inp: dict[str, Any] | None = None,
+    optimizer: dict[str, Any] | None = None,
+    metric: str = "accuracy",
+    attack_metric: str | None = None,
+    report: dict[str, Any] | None = None,
+    task_facts: dict[str, Any] | None = None,
+) -> Path:
+    """A run directory as ``samat run`` leaves it; ``attacks`` maps label -> (attack, value)."""
+    task = task or CIFAR10
+    config = {
+        "task": task, "name": "synthetic", "description": "", "seed": seed, "device": "cpu",
+        "output_dir": str(path),
+        "train": {"epochs": 1, "batch_size": 128,
+                  "optimizer": optimizer or {"name": "sgd", "lr": 0.1},
+                  "weight_perturbation": weight or {"name": "none"},
+                  "input_perturbation": inp or {"name": "none"}},
+        "eval": {"batch_size": 256, "n_examples": None,
+                 "attacks": [{"name": a["name"], "label": label} for label, (a, _) in
+                             attacks.items()]},
+    }
+    key = attack_metric or metric
+    results = [{"label": label, "attack": attack, key: value, "n_examples": 100}
+               for label, (attack, value) in attacks.items()]
+    values = [v for _, v in attacks.values()]
+    metrics = {
+        "recipe": {"path": "synthetic.yaml", "name": "synthetic"},
+        "run_dir": str(path),
+        "task": {"name": task["name"], "params": task, **(task_facts or {})},
+        "metric": metric,
+        "higher_is_better": True,
+        "natural": {metric: natural, "n_examples": 100},
+        "attacks": results,
+        "average_under_attack": sum(values) / len(values) if values else None,
+        "report": report or {},
+        "seed": seed,
+        "versions": {"samat_git": {"commit": "0123456789abcdef", "dirty": False}},
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    return path
