@@ -25,10 +25,15 @@ _DUE = (
 )
 
 
-def _dot(a: list[Tensor], b: list[Tensor]) -> Tensor:
-    """``sum_i <a_i, b_i>``: per-tensor products, each summed in float64."""
-    products = torch._foreach_mul(a, b)
-    return torch.stack([t.sum(dtype=torch.float64).to(a[0].device) for t in products]).sum()
+def _dot(a: list[Tensor], b: list[Tensor]) -> float:
+    """``sum_i <a_i, b_i>``: one BLAS dot per tensor (no temporaries), summed in float64."""
+    return float(torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)).double().cpu()
+                              for x, y in zip(a, b, strict=True)]).sum())
+
+
+def _norm(a: list[Tensor]) -> float:
+    """``sqrt(sum_i ||a_i||^2)``."""
+    return float(torch.stack([n.double().cpu() for n in torch._foreach_norm(a)]).norm())
 
 
 class LookSAM(SAM):
@@ -65,12 +70,21 @@ class LookSAM(SAM):
         self.k, self.alpha, self.steps = int(k), float(alpha), 0
         self._clean: dict[Tensor, Tensor] = {}  # g during a SAM step
         self._direction: dict[Tensor, Tensor] = {}  # u
+        self._spare: dict[Tensor, Tensor] = {}  # buffers reused for the next g (no allocation)
         self._pending = False  # a SAM step whose g_s is not captured yet
 
     @property
     def sam_step_due(self) -> bool:
         """Whether the coming step is a SAM step (needs ``first_step`` and a second pass)."""
         return self.steps % self.k == 0
+
+    def _spare_for(self, p: Tensor) -> Tensor:
+        """A buffer shaped like ``p`` that holds neither ``u`` nor a pending ``g``."""
+        buffer = self._spare.pop(p, None)
+        if buffer is None or buffer.shape != p.shape or buffer.dtype != p.dtype \
+                or buffer.device != p.device:
+            buffer = torch.empty_like(p, memory_format=torch.preserve_format)
+        return buffer
 
     def _with_grad(self) -> list[tuple[dict[str, Any], Tensor]]:
         return [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
@@ -79,7 +93,10 @@ class LookSAM(SAM):
     def first_step(self, zero_grad: bool = False) -> None:
         """Keep ``g`` (for ``g_v``), then SAM's ascent to ``w + e``."""
         if self._saved is None and self.k > 1:
-            self._clean = {p: p.grad.clone() for _, p in self._with_grad()}
+            params = [p for _, p in self._with_grad()]
+            self._clean = {p: self._spare_for(p) for p in params}
+            if params:
+                torch._foreach_copy_(list(self._clean.values()), [p.grad for p in params])
         super().first_step(zero_grad)
         self._pending = True
 
@@ -122,15 +139,17 @@ class LookSAM(SAM):
         self._pending = False
         self.steps += 1
         clean, self._clean = self._clean, {}
+        self._spare.update(clean)  # back to the pool unless it becomes the new direction
         pairs = [(c, p) for p, c in clean.items() if p.grad is not None]
         if not pairs:
             return
         g, g_s = [c for c, _ in pairs], [p.grad for _, p in pairs]
-        coef = float(_dot(g, g_s) / _dot(g, g))
+        squared = _norm(g) ** 2
+        coef = _dot(g, g_s) / squared if squared > 0 else math.nan
         g_v = g  # computed in place of g
         torch._foreach_mul_(g_v, -coef)
         torch._foreach_add_(g_v, g_s)
-        norm = float(_dot(g_v, g_v).sqrt())
+        norm = _norm(g_v)
         if not (math.isfinite(coef) and math.isfinite(norm)):
             return
         if norm > 0:
@@ -138,6 +157,11 @@ class LookSAM(SAM):
         else:
             torch._foreach_zero_(g_v)
         for c, (_, p) in zip(g_v, pairs, strict=True):
+            old = self._direction.get(p)
+            if old is not None:
+                self._spare[p] = old
+            else:
+                self._spare.pop(p, None)
             self._direction[p] = c
 
     def state_dict(self) -> dict[str, Any]:
