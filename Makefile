@@ -18,9 +18,10 @@ $(VENV)/.all: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH) -e ".[all,test]"
 	touch $@ $(VENV)/.core
 
-# ST vs SAM vs AT on the section 4 model: a sweep of three runs (re-running skips finished ones)
+# ST vs SAM vs AT on the section 4 model: a sweep of three runs (re-running skips finished ones;
+# progress on stderr), then its table with the learned robust-feature weight W_R
 run: $(VENV)/.core
-	$(BIN)/samat sweep recipes/quickstart.yaml --output runs/quickstart
+	$(BIN)/samat sweep recipes/quickstart.yaml --output runs/quickstart > /dev/null
 	$(BIN)/samat report runs/quickstart --extra w_r
 
 test: $(VENV)/.all
