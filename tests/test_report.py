@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from samat.report import (
     format_eps,
     method_label,
     render,
+    sweep_axes,
     write_report,
 )
 
@@ -192,3 +194,16 @@ def test_extra_report_columns(tmp_path: Path) -> None:
     assert next(r for r in rows if r["column"] == "w_r")["metric"] == "report.w_r"
     with pytest.raises(SamatError, match=r"--extra w_x: no run reports .* available: w_r"):
         build_tables(collect_runs([tmp_path]), extras=["w_x"])
+
+
+def test_numeric_sweep_axes_become_curves(tmp_path: Path) -> None:
+    grid = {"seed": [0, 1], "train.optimizer.lr": [0.1, 0.05],
+            "train.input_perturbation.eps": ["1/255", "2/255"], "task.model": ["a", "b"]}
+    (tmp_path / "sweep.json").write_text(json.dumps({"grid": grid}))
+    assert sweep_axes([tmp_path]) == ["train.optimizer.lr", "train.input_perturbation.eps"]
+    for lr in (0.1, 0.05):
+        make_run(tmp_path / f"lr{lr}", natural=90, attacks={"FGSM": (FGSM, 50)},
+                 optimizer={"name": "sgd", "lr": lr})
+    (tmp_path / "sweep.json").write_text(json.dumps({"grid": {"train.optimizer.lr": [0.1, 0.05]}}))
+    written = write_report([tmp_path], out=tmp_path / "out")
+    assert "curve_train.optimizer.lr_image_classification_cifar10_preactresnet18.png" in written

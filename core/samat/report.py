@@ -483,6 +483,24 @@ def _csv(tables: list[Table]) -> str:
 
 
 # -- the command ---------------------------------------------------------------------------------
+def sweep_axes(paths: list[str | Path]) -> list[str]:
+    """Numeric grid axes (other than the seed) of the sweeps at ``paths``: plotted as curves."""
+    from samat.recipe import normalize
+    from samat.sweep import MANIFEST
+
+    axes: list[str] = []
+    for path in map(Path, paths):
+        manifest = path / MANIFEST
+        if not manifest.is_file():
+            continue
+        grid = normalize(json.loads(manifest.read_text()).get("grid", {}))
+        for key, values in grid.items():
+            if key != "seed" and key not in axes and all(
+                    isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+                axes.append(key)
+    return axes
+
+
 def write_report(
     paths: list[str | Path],
     fmt: str = "text",
@@ -504,6 +522,7 @@ def write_report(
     if decimals < 0:
         raise SamatError(f"--decimals: must be >= 0, got {decimals}")
     tables = build_tables(runs, attack_metric, list(extras))
+    curves = [*curves, *(k for k in sweep_axes(paths) if k not in curves)]
     if against == "paper":
         from samat.paper import add_paper_rows
 
