@@ -159,6 +159,9 @@ def test_labels_and_radii() -> None:
     assert method_label({"train": {"optimizer": {"name": "adam"}}}) == "Adam"
     both = {"train": {"weight_perturbation": SAM, "input_perturbation": AT}}
     assert method_label(both) == "SAM ρ=0.1 + AT ℓ∞ ε=8/255"
+    looksam = {"train": {"weight_perturbation": {"name": "looksam", "rho": 0.1, "k": 5,
+                                                 "alpha": 0.1}}}
+    assert method_label(looksam) == "LookSAM ρ=0.1 k=5 α=0.1"
     zero = {"train": {"input_perturbation": {**AT, "eps": 0.0}}}
     assert method_label(zero) == "SGD"  # a zero-radius perturbation is no perturbation
 

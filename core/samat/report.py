@@ -158,6 +158,8 @@ def format_eps(eps: float) -> str:
 
 NORMS = {"linf": "ℓ∞", "l2": "ℓ2", "l1": "ℓ1"}
 OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+METHOD_NAMES = {"looksam": "LookSAM"}  # others: the registered name in capitals (SAM, ESAM)
+GREEK = {"alpha": "α", "beta": "β", "gamma": "γ"}
 
 
 def perturbations(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -181,8 +183,10 @@ def method_label(config: dict[str, Any]) -> str:
     if weight.get("name", "none") != "none":
         name = weight.pop("name")
         shown = [f"ρ={weight.pop('rho'):g}"] if "rho" in weight else []
-        shown += [f"{k}={_short(v)}" for k, v in weight.items() if k not in ("label", "adaptive")]
-        parts.append(" ".join([weight.get("label") or name.upper(), *shown]))
+        shown += [f"{GREEK.get(k, k)}={_short(v)}" for k, v in weight.items()
+                  if k not in ("label", "adaptive")]
+        parts.append(" ".join([weight.get("label") or METHOD_NAMES.get(name, name.upper()),
+                               *shown]))
     if inp.get("name", "none") != "none":
         name = inp.get("name")
         norm = NORMS.get(str(inp.get("norm", "linf")), str(inp.get("norm")))
