@@ -18,12 +18,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,6 +30,7 @@ from step_cost import (
     ALPHA,
     EPS,
     Workload,
+    emit_json,
     environment,
     loadavg,
     paired_median,
@@ -153,14 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"{'PASS' if results['pass'] else 'FAIL'}   (min/min {results['ratio_min']:.3f})")
     print(f"same adversarial examples without random start: "
           f"{results['identical_without_random_start']}")
-    text = json.dumps(results, indent=2)
-    if args.json == "-":
-        print(text)
-    else:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
-        print(f"JSON written to {path}")
+    emit_json(results, args.json)
     if args.check and not results["pass"]:
         sys.exit(1)
     return results

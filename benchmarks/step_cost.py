@@ -445,6 +445,18 @@ def run_workload(workload: Workload, args: argparse.Namespace, device: torch.dev
     }
 
 
+def emit_json(results: dict[str, Any], dest: str) -> None:
+    """Print ``results`` as JSON (``dest`` ``-``) or write it to the file ``dest``."""
+    text = json.dumps(results, indent=2)
+    if dest == "-":
+        print(text)
+        return
+    path = Path(dest)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    print(f"JSON written to {path}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(MODELS),
@@ -518,14 +530,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for w in workloads.values()
     )
     print(f"all targets: {'PASS' if results['all_pass'] else 'FAIL'}")
-    text = json.dumps(results, indent=2)
-    if args.json == "-":
-        print(text)
-    else:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
-        print(f"JSON written to {path}")
+    emit_json(results, args.json)
     if args.check and not results["all_pass"]:
         sys.exit(1)
     return results

@@ -77,10 +77,7 @@ class ESAMStep(WeightPerturbation):
 
     def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult:
         esam = self.optimizer
-        esam.zero_grad(set_to_none=True)
-        output = model(x)
-        loss = loss_fn(output, y)
-        self.backward(loss)
+        loss, output = self.clean_pass(model, loss_fn, x, y)
         esam.first_step(zero_grad=True)
         x_d, y_d = x, y
         if esam.gamma < 1:
@@ -128,10 +125,7 @@ class LookSAMStep(WeightPerturbation):
 
     def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult:
         look = self.optimizer
-        look.zero_grad(set_to_none=True)
-        output = model(x)
-        loss = loss_fn(output, y)
-        self.backward(loss)
+        loss, output = self.clean_pass(model, loss_fn, x, y)
         if look.sam_step_due:
             look.first_step(zero_grad=True)
             with frozen_bn_stats(model):

@@ -125,6 +125,16 @@ class WeightPerturbation(ABC):
     @abstractmethod
     def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult: ...
 
+    def clean_pass(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor
+                   ) -> tuple[Tensor, Any]:
+        """Zero the gradients, then forward and backward at the current weights; returns the
+        loss and the model output (what :class:`StepResult` reports)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        output = model(x)
+        loss = loss_fn(output, y)
+        self.backward(loss)
+        return loss, output
+
     def backward(self, loss: Tensor) -> None:
         """``loss.backward()``, scaled by :attr:`scaler` if one is set."""
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()

@@ -28,10 +28,7 @@ class PlainStep(WeightPerturbation):
         self.optimizer = base_optimizer_cls(params, **base_kwargs)
 
     def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult:
-        self.optimizer.zero_grad(set_to_none=True)
-        output = model(x)
-        loss = loss_fn(output, y)
-        self.backward(loss)
+        loss, output = self.clean_pass(model, loss_fn, x, y)
         self.apply_step()
         return StepResult(loss.detach(), _detach(output))
 
@@ -73,12 +70,9 @@ class SAMStep(WeightPerturbation):
         from samat.optim import frozen_bn_stats
 
         sam = self.optimizer
-        sam.zero_grad(set_to_none=True)
         no_sync = getattr(model, "no_sync", None)  # DistributedDataParallel's
         with no_sync() if self.ascent == "replica" and no_sync else nullcontext():
-            output = model(x)
-            loss = loss_fn(output, y)
-            self.backward(loss)
+            loss, output = self.clean_pass(model, loss_fn, x, y)
         sam.first_step(zero_grad=True)  # the ascent direction ignores the gradient scale
         with frozen_bn_stats(model):
             self.backward(loss_fn(model(x), y))

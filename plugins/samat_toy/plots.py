@@ -11,16 +11,16 @@ TASK = "toy_duality"
 def _method(config: dict[str, Any]) -> tuple[str, float | None]:
     """``("st", None)``, ``("at", eps)`` or ``("sam", rho)``; ``("other", None)`` for runs
     that combine both or use another perturbation."""
-    train = config.get("train", {})
-    weight = train.get("weight_perturbation") or {"name": "none"}
-    inp = train.get("input_perturbation") or {"name": "none"}
-    at = inp.get("name", "none") != "none" and float(inp.get("eps", 0.0)) > 0
-    sam = weight.get("name", "none") in ("sam", "asam")
+    from samat.report import perturbations
+
+    weight, inp = perturbations(config)  # a zero radius counts as none
+    at = inp["name"] != "none" and "eps" in inp
+    sam = weight["name"] in ("sam", "asam")
     if at and not sam and inp.get("norm", "linf") == "linf":
         return "at", float(inp["eps"])
     if sam and not at:
         return "sam", float(weight["rho"])
-    if not at and weight.get("name", "none") == "none":
+    if not at and weight["name"] == "none":
         return "st", None
     return "other", None
 
