@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from samat import plugins
+from samat import locking, plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def fresh_plugins(monkeypatch: pytest.MonkeyPatch):
     """Every test starts from freshly discovered plugins and leaves none behind."""
     monkeypatch.delenv(plugins.DISABLE_ENV, raising=False)
+    # run-directory locks of killed processes expire in 2 s instead of 30 (tests kill runs)
+    monkeypatch.setenv(locking.HEARTBEAT_ENV, "0.5")
+    monkeypatch.setenv(locking.STALE_AFTER_ENV, "2")
     plugins.reset()
     yield
     plugins.reset()

@@ -7,7 +7,9 @@ learn them and a reader that mixes up labels or channels is caught.
 from __future__ import annotations
 
 import pickle
+import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -20,9 +22,61 @@ def _images(rng: np.random.Generator, labels: np.ndarray, n_classes: int, side: 
     return np.clip(base + noise, 0, 255).astype(np.uint8)
 
 
-def _dump(path: Path, obj: dict) -> None:
+CIFAR_STYLES = ("array", "list", "bytes", "python2")
+"""How :func:`make_cifar10`/:func:`make_cifar100` pickle: ``array`` (str keys, numpy ``data``,
+protocol 2), ``list`` (``data`` as lists of ints, default protocol), ``bytes`` (bytes keys and
+filenames, as re-pickled after ``pickle.load(encoding="bytes")``, protocol 5) and ``python2``
+(byte for byte what Python 2 wrote for the official files: ``numpy.core.multiarray`` and
+Python 2 ``str`` pixel data)."""
+
+
+class MarkerPayload:
+    """Unpickling this runs ``exec`` of code that writes ``marker``: a malicious data file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",)
+
+
+def _py2(obj: Any) -> bytes:
+    """Python 2's protocol-2 pickle of ``obj`` (dict, list, tuple, int, str, uint8 array)."""
+    if isinstance(obj, dict):
+        return b"}(" + b"".join(_py2(k) + _py2(v) for k, v in obj.items()) + b"u"
+    if isinstance(obj, list):
+        return b"](" + b"".join(_py2(v) for v in obj) + b"e"
+    if isinstance(obj, tuple):
+        return b"(" + b"".join(_py2(v) for v in obj) + b"t"
+    if obj is None:
+        return b"N"
+    if isinstance(obj, bool):
+        return b"\x88" if obj else b"\x89"
+    if isinstance(obj, int):
+        return b"J" + struct.pack("<i", obj)
+    if isinstance(obj, str):  # a Python 2 str is bytes
+        return b"T" + struct.pack("<I", len(obj)) + obj.encode("latin1")
+    assert isinstance(obj, np.ndarray) and obj.dtype == np.uint8
+    dtype = (b"cnumpy\ndtype\n" + _py2(("u1", 0, 1)) + b"R"
+             + _py2((3, "|", None, None, None, -1, -1, 0)) + b"b")
+    raw = obj.tobytes().decode("latin1")
+    return (b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n" + _py2((0,)) + _py2("b")
+            + b"tR(" + _py2(1) + _py2(obj.shape) + dtype + _py2(False) + _py2(raw) + b"tb")
+
+
+def _dump(path: Path, obj: dict, style: str = "array") -> None:
+    if style == "python2":
+        path.write_bytes(b"\x80\x02" + _py2(obj) + b".")
+        return
+    if style == "list":
+        obj = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in obj.items()}
+    elif style == "bytes":
+        obj = {k.encode(): [v.encode() if isinstance(v, str) else v for v in value]
+               if isinstance(value, list) else value.encode() if isinstance(value, str) else value
+               for k, value in obj.items()}
+    protocol = {"array": 2, "list": pickle.DEFAULT_PROTOCOL, "bytes": 5}[style]
     with open(path, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
+        pickle.dump(obj, f, protocol=protocol)
 
 
 def _cifar_rows(images: np.ndarray) -> np.ndarray:
@@ -30,8 +84,10 @@ def _cifar_rows(images: np.ndarray) -> np.ndarray:
     return images.transpose(0, 3, 1, 2).reshape(len(images), 3 * 32 * 32)
 
 
-def make_cifar10(root: Path, per_batch: int = 4, n_test: int = 8, seed: int = 0) -> Path:
-    """``root/cifar-10-batches-py`` (data_batch_1..5, test_batch, batches.meta); returns root."""
+def make_cifar10(root: Path, per_batch: int = 4, n_test: int = 8, seed: int = 0,
+                 style: str = "array") -> Path:
+    """``root/cifar-10-batches-py`` (data_batch_1..5, test_batch, batches.meta) pickled in
+    ``style`` (:data:`CIFAR_STYLES`); returns root."""
     rng = np.random.default_rng(seed)
     directory = root / "cifar-10-batches-py"
     directory.mkdir(parents=True)
@@ -42,17 +98,19 @@ def make_cifar10(root: Path, per_batch: int = 4, n_test: int = 8, seed: int = 0)
             "batch_label": name, "labels": labels.tolist(),
             "data": _cifar_rows(_images(rng, labels, 10, 32)),
             "filenames": [f"{name}_{i}.png" for i in range(size)],
-        })
+        }, style)
     _dump(directory / "batches.meta", {
         "label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                         "ship", "truck"],
         "num_cases_per_batch": per_batch, "num_vis": 3072,
-    })
+    }, style)
     return root
 
 
-def make_cifar100(root: Path, n_train: int = 12, n_test: int = 6, seed: int = 0) -> Path:
-    """``root/cifar-100-python`` (train, test, meta with fine and coarse labels); returns root."""
+def make_cifar100(root: Path, n_train: int = 12, n_test: int = 6, seed: int = 0,
+                  style: str = "array") -> Path:
+    """``root/cifar-100-python`` (train, test, meta with fine and coarse labels) pickled in
+    ``style`` (:data:`CIFAR_STYLES`); returns root."""
     rng = np.random.default_rng(seed)
     directory = root / "cifar-100-python"
     directory.mkdir(parents=True)
@@ -62,9 +120,9 @@ def make_cifar100(root: Path, n_train: int = 12, n_test: int = 6, seed: int = 0)
             "filenames": [f"{name}_{i}.png" for i in range(size)], "batch_label": name,
             "fine_labels": fine.tolist(), "coarse_labels": (fine // 5).tolist(),
             "data": _cifar_rows(_images(rng, fine, 100, 32)),
-        })
+        }, style)
     _dump(directory / "meta", {"fine_label_names": [f"fine{i}" for i in range(100)],
-                               "coarse_label_names": [f"coarse{i}" for i in range(20)]})
+                               "coarse_label_names": [f"coarse{i}" for i in range(20)]}, style)
     return root
 
 

@@ -123,8 +123,8 @@ def test_a_one_process_run_resumes_under_torchrun(
     single = run_module.run(recipe, [f"output_dir={tmp_path / 'single'}"])
     original_save = Trainer.save
 
-    def crash(self: Trainer, path: Path) -> None:
-        original_save(self, path)
+    def crash(self: Trainer, path: Path, progress: dict | None = None) -> None:
+        original_save(self, path, progress)
         if self.progress.step == 10:  # mid-epoch (8 steps per epoch)
             raise KeyboardInterrupt
 

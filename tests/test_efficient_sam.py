@@ -200,8 +200,8 @@ def test_crash_then_resume_matches_uninterrupted(
     full = run_module.run(recipe, [f"output_dir={tmp_path / 'full'}"])
     original_save = Trainer.save
 
-    def crash_at_step_5(self: Trainer, path: Path) -> None:
-        original_save(self, path)
+    def crash_at_step_5(self: Trainer, path: Path, progress: dict | None = None) -> None:
+        original_save(self, path, progress)
         if self.progress.step == 5:  # mid-epoch, mid LookSAM cycle (steps 3, 6 are SAM steps)
             raise KeyboardInterrupt
 

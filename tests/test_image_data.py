@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import urllib.error
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 from image_fixtures import (
+    CIFAR_STYLES,
     TINY_WNIDS,
+    MarkerPayload,
     make_cifar10,
     make_cifar100,
     make_imagefolder,
@@ -17,7 +20,7 @@ from image_fixtures import (
 )
 
 from samat.cli import main
-from samat.errors import MissingDataError
+from samat.errors import MissingDataError, SamatError
 from samat_image import data
 from samat_image.task import ImageClassificationTask
 
@@ -51,6 +54,71 @@ def test_cifar_pickles_read_like_torchvision(tmp_path, monkeypatch, name, make, 
         expected = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
         torch.testing.assert_close(xs, expected)
         assert [dataset[i][1] for i in range(len(dataset))] == list(targets)
+
+
+@pytest.mark.parametrize("style", [s for s in CIFAR_STYLES if s != "array"])
+@pytest.mark.parametrize(("name", "make"), [("cifar10", make_cifar10), ("cifar100", make_cifar100)])
+def test_cifar_pickle_styles_read_alike(tmp_path, name, make, style):
+    """Python 2 originals, bytes-keyed copies, list data and protocol 5 all give the same sets."""
+    make(tmp_path / "array")
+    make(tmp_path / style, style=style)
+    reference, other = (data.load_cifar(name, tmp_path / s, download=False, augment_train=False)
+                        for s in ("array", style))
+    for split in ("train", "test"):
+        a, b = getattr(reference, split), getattr(other, split)
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+        assert b.images.dtype == torch.uint8 and b.labels.dtype == torch.int64
+
+
+def _cifar_payload(tmp_path: Path, file: str) -> tuple[Path, Path]:
+    """CIFAR-10 under tmp_path/data whose ``file`` hides code (in its filenames/label names)
+    that writes the returned marker when unpickled; returns (root, marker)."""
+    root, marker = make_cifar10(tmp_path / "data"), tmp_path / "marker"
+    path = root / "cifar-10-batches-py" / file
+    entry = pickle.loads(path.read_bytes())
+    key = "label_names" if file == "batches.meta" else "filenames"
+    entry[key] = [*entry[key][:-1], MarkerPayload(marker)]
+    path.write_bytes(pickle.dumps(entry, protocol=2))
+    return root, marker
+
+
+@pytest.mark.parametrize("file", ["data_batch_3", "batches.meta"])
+def test_cifar_payload_is_refused_under_validate(tmp_path, capsys, root, file):
+    data_root, marker = _cifar_payload(tmp_path, file)
+    code = main(["validate", str(root / "recipes/digits/sgd.yaml"), "task.dataset=cifar10",
+                 f"task.root={data_root}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not marker.exists()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("samat: error: task.root: ") and file in err
+    assert "'builtins.exec'" in err and "may be malicious" in err and "task.download=true" in err
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"labels": [0, 1]}, "'labels' must be 4 integers"),
+    ({"labels": [0, 1, 2, 10]}, r"integers in 0\.\.9"),
+    ({"data": np.zeros((4, 100), np.uint8)}, "N x 3072 pixel values"),
+    ({"data": [["x"] * 3072] * 4}, "N x 3072 pixel values"),
+    ({"data": None}, "N x 3072 pixel values"),
+])
+def test_malformed_cifar_batch_is_one_line_error(tmp_path, change, message):
+    make_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    path.write_bytes(pickle.dumps({**pickle.loads(path.read_bytes()), **change}))
+    with pytest.raises(MissingDataError, match=message) as info:
+        data.load_cifar("cifar10", tmp_path, download=False, augment_train=False)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cifar_file_that_is_not_a_dict_is_refused(tmp_path):
+    make_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    path.write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(MissingDataError, match="test_batch is not a CIFAR-10 pickle .*got list"):
+        data.load_cifar("cifar10", tmp_path, download=False, augment_train=False)
+    path.write_bytes(b"not a pickle")
+    with pytest.raises(SamatError, match="test_batch: not a readable pickle"):
+        data.load_cifar("cifar10", tmp_path, download=False, augment_train=False)
 
 
 def test_tinyimagenet_tree_resized_and_labelled_by_annotations(tmp_path):

@@ -150,9 +150,9 @@ def test_fp16_scaler_state_is_checkpointed_and_resume_is_exact(
 
     original_save = Trainer.save
 
-    def crash(self: Trainer, path: Path) -> None:
+    def crash(self: Trainer, path: Path, progress: dict | None = None) -> None:
         self.scaler.update(1024.0)  # a scale that must come back on resume
-        original_save(self, path)
+        original_save(self, path, progress)
         if self.progress.step == 6:
             raise KeyboardInterrupt
 

@@ -34,10 +34,58 @@ def test_create_listing_and_membership() -> None:
     assert "pgd" in registry and "x" not in registry and len(registry) == 2
 
 
-def test_duplicate_registration_names_both_plugins() -> None:
+@pytest.mark.parametrize("order", [("core", "other"), ("other", "core")])
+def test_name_registered_by_two_plugins_is_unusable_whoever_comes_first(
+    order: tuple[str, str]
+) -> None:
+    registry = Registry("attack")
+    for plugin in order:
+        registry.register("pgd", lambda plugin=plugin: plugin, plugin=plugin)
+        registry.register(f"{plugin}_only", lambda plugin=plugin: plugin, plugin=plugin)
+    first, second = order
+    message = (f"attack 'pgd' is registered by plugins '{first}' and '{second}'; "
+               f"disable one with SAMAT_DISABLE_PLUGINS={second} (or ={first})")
+    with pytest.raises(SamatError) as info:
+        registry.get("pgd")
+    assert str(info.value) == message and not isinstance(info.value, UnknownNameError)
+    with pytest.raises(SamatError, match="is registered by plugins"):
+        registry.create("pgd")
+    assert registry.create("core_only") == "core" and registry.create("other_only") == "other"
+    assert registry.conflicts() == {"pgd": list(order)}
+    assert "pgd" in registry and len(registry) == 3
+    assert registry.names() == ["core_only", "other_only", "pgd"]
+    listed = {e.name: e for e in registry}
+    assert listed["pgd"].plugin == f"conflict: {first}, {second}"
+    assert listed["pgd"].description.startswith("unusable: disable one with")
+    with pytest.raises(SamatError, match="is registered by plugins"):
+        _ = listed["pgd"].factory
+    assert listed["core_only"].plugin == "core" and listed["core_only"].conflict is None
+
+
+def test_name_registered_twice_by_one_plugin_is_unusable() -> None:
     registry = make()
-    with pytest.raises(SamatError, match="registered twice.*'core' and 'other'"):
-        registry.register("pgd", lambda: None, plugin="other")
+    registry.register("fgsm", lambda: "again", plugin="core")
+    with pytest.raises(SamatError, match=r"^attack 'fgsm' is registered more than once by plugin "
+                                         r"'core'; fix the plugin or disable it with "
+                                         r"SAMAT_DISABLE_PLUGINS=core$"):
+        registry.get("fgsm")
+    assert registry.create("pgd") == "pgd"
+    assert registry.conflicts() == {"fgsm": ["core", "core"]}
+
+
+def test_three_way_conflict_suggests_disabling_all_but_one() -> None:
+    registry = make()
+    registry.register("pgd", lambda: None, plugin="b")
+    registry.register("pgd", lambda: None, plugin="c")
+    with pytest.raises(SamatError) as info:
+        registry.get("pgd")
+    assert str(info.value) == ("attack 'pgd' is registered by plugins 'core', 'b' and 'c'; "
+                               "disable all but one, e.g. SAMAT_DISABLE_PLUGINS=b,c")
+
+
+def test_invalid_name_is_rejected() -> None:
+    with pytest.raises(ValueError, match="attack name must be a non-empty string"):
+        make().register("", lambda: None)
 
 
 def test_lazy_path_is_imported_on_first_use() -> None:

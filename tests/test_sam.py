@@ -437,3 +437,161 @@ def test_frozen_bn_stats_restores_on_exception_and_keeps_eval_mode() -> None:
     expected = model(x)
     with frozen_bn_stats(model):
         assert torch.equal(model(x), expected)
+
+
+# --- BatchNorm statistics with ``model=``: frozen from first_step until the step ends, in every
+# calling style, so they are updated by the clean pass only.
+
+
+def _bn_layers(model: nn.Module) -> list[nn.BatchNorm1d]:
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+
+
+def _frozen(model: nn.Module) -> list[bool]:
+    return [not m.track_running_stats for m in _bn_layers(model)]
+
+
+def _make_bn_optimizer(kind: str, net: nn.Module, **kw) -> SAM:
+    """``kind`` over ``net``'s parameters; ``kw`` (``model=``) goes to the optimizer."""
+    from samat.optim import ESAM, LookSAM
+
+    if kind == "esam":  # its own first_step saves the weights (stochastic perturbation)
+        generator = torch.Generator().manual_seed(0)
+        return ESAM(net.parameters(), torch.optim.SGD, beta=0.5, generator=generator,
+                    lr=0.1, momentum=0.9, **kw)
+    if kind == "looksam":  # SAM steps (first_step) alternate with one-pass steps
+        return LookSAM(net.parameters(), torch.optim.SGD, k=2, lr=0.1, momentum=0.9, **kw)
+    return SAM(net.parameters(), torch.optim.SGD, rho=0.5, lr=0.1, momentum=0.9, **kw)
+
+
+def _step(sam: SAM, model: nn.Module, x: Tensor, y: Tensor, how: str,
+          scaler: torch.amp.GradScaler | None) -> None:
+    """One step in calling style ``how``, checking the statistics are frozen between the
+    passes."""
+    loss = _loss(model, x, y)
+    (scaler.scale(loss) if scaler else loss).backward()
+    if getattr(sam, "sam_step_due", True) is False:  # a LookSAM reuse step: one pass
+        scaler.step(sam) if scaler else sam.step()
+    elif how == "closure":
+        def closure() -> Tensor:
+            assert all(_frozen(model))
+            loss = _loss(model, x, y)
+            loss.backward()
+            return loss
+
+        sam.step(closure)
+    else:
+        sam.first_step(zero_grad=True)
+        assert all(_frozen(model))
+        loss = _loss(model, x, y)
+        (scaler.scale(loss) if scaler else loss).backward()
+        assert all(_frozen(model))
+        if how == "second_step":
+            sam.second_step()
+        elif scaler is not None:
+            scaler.step(sam)
+        else:
+            sam.step()
+    if scaler is not None:
+        scaler.update()
+    sam.zero_grad()
+    assert not any(_frozen(model))
+
+
+@pytest.mark.parametrize(("kind", "how"), [
+    ("sam", "second_step"), ("sam", "step"), ("sam", "scaler"), ("sam", "closure"),
+    ("esam", "second_step"), ("esam", "scaler"), ("looksam", "step"), ("looksam", "closure"),
+])
+def test_model_bn_stats_updated_once_per_step_at_the_clean_weights(kind: str, how: str) -> None:
+    steps = 4
+    model = _bn_mlp()
+    sam = _make_bn_optimizer(kind, model, model=model)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10) if how == "scaler" else None
+    reference = copy.deepcopy(model)  # the hand loop: one forward per step, clean weights
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x, y = 2 * torch.randn(16, 5, generator=gen) + 1, torch.randint(0, 3, (16,), generator=gen)
+        with torch.no_grad():
+            for p_ref, p in zip(reference.parameters(), model.parameters(), strict=True):
+                p_ref.copy_(p)
+        reference(x)
+        _step(sam, model, x, y, how, scaler)
+    for bn, expected in zip(_bn_layers(model), _bn_layers(reference), strict=True):
+        assert int(bn.num_batches_tracked) == int(expected.num_batches_tracked) == steps
+        torch.testing.assert_close(bn.running_mean, expected.running_mean)
+        torch.testing.assert_close(bn.running_var, expected.running_var)
+
+
+def test_without_model_bn_stats_are_left_to_the_caller() -> None:
+    model = _bn_mlp()
+    sam = _make_bn_optimizer("sam", model)
+    x, y = _data(torch.float32)
+    _loss(model, x, y).backward()
+    sam.first_step(zero_grad=True)
+    assert not any(_frozen(model))
+    _loss(model, x, y).backward()
+    sam.second_step()
+    assert [int(m.num_batches_tracked) for m in _bn_layers(model)] == [2, 2]
+
+
+def test_grad_scaler_skipped_step_unfreezes_bn() -> None:
+    model = _bn_mlp()
+    sam = _make_bn_optimizer("sam", model, model=model)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    x, y = _data(torch.float32)
+    w0 = [p.detach().clone() for p in model.parameters()]
+    scaler.scale(_loss(model, x, y)).backward()
+    sam.first_step(zero_grad=True)
+    scaler.scale(_loss(model, x, y)).backward()
+    model[0].weight.grad[0, 0] = float("inf")
+    scaler.step(sam)
+    scaler.update()
+    assert scaler.get_scale() == 2.0**9  # the step was skipped
+    assert not any(_frozen(model))
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), w0, strict=True))
+    assert [int(m.num_batches_tracked) for m in _bn_layers(model)] == [1, 1]
+
+
+def test_closure_error_abandons_the_step_and_unfreezes_bn() -> None:
+    model = _bn_mlp()
+    sam = _make_bn_optimizer("sam", model, model=model)
+    x, y = _data(torch.float32)
+    w0 = [p.detach().clone() for p in model.parameters()]
+
+    def closure() -> Tensor:
+        assert all(_frozen(model))
+        raise KeyError("data loader broke")
+
+    _loss(model, x, y).backward()
+    with pytest.raises(KeyError, match="data loader broke"):
+        sam.step(closure)
+    assert not any(_frozen(model))
+    assert all(torch.equal(p, w) for p, w in zip(model.parameters(), w0, strict=True))
+    model(x)
+    assert [int(m.num_batches_tracked) for m in _bn_layers(model)] == [2, 2]
+    sam.zero_grad()
+    _step(sam, model, x, y, "second_step", None)  # no step left in progress
+
+
+def test_bn_freeze_nests_with_the_callers_own() -> None:
+    """SAM unfreezes what it froze, once: not a caller's enclosing freeze, and a caller's inner
+    freeze (the samat.weight pattern) does not end SAM's early."""
+    model = _bn_mlp()
+    sam = _make_bn_optimizer("sam", model, model=model)
+    x, y = _data(torch.float32)
+    with frozen_bn_stats(model):
+        _loss(model, x, y).backward()
+        sam.first_step(zero_grad=True)
+        _loss(model, x, y).backward()
+        sam.second_step()
+        assert all(_frozen(model))  # still the caller's
+    assert not any(_frozen(model))
+    _loss(model, x, y).backward()
+    sam.first_step(zero_grad=True)
+    with frozen_bn_stats(model):
+        _loss(model, x, y).backward()
+    assert all(_frozen(model))  # still SAM's until the step ends
+    model(x)
+    sam.step()
+    assert not any(_frozen(model))
+    assert [int(m.num_batches_tracked) for m in _bn_layers(model)] == [1, 1]

@@ -145,3 +145,84 @@ def test_samat_run_uses_the_base_point(tmp_path: Path, run_cli, root: Path) -> N
     assert done.returncode == 0, done.stderr
     assert "declares a sweep" in done.stderr
     assert (tmp_path / "single" / results.METRICS).is_file()
+
+
+def _comparable(metrics: dict) -> dict:
+    drop = {"train_time_s", "mean_step_time_s", "finished_at", "seconds"}
+
+    def clean(data: object) -> object:
+        if isinstance(data, dict):
+            return {k: clean(v) for k, v in data.items() if k not in drop}
+        if isinstance(data, list):
+            return [clean(v) for v in data]
+        return data
+
+    return clean(metrics)
+
+
+@pytest.mark.parametrize("n_sweeps", [2, 3])
+def test_concurrent_sweeps_train_every_point_exactly_once(tmp_path: Path, root: Path,
+                                                         n_sweeps: int) -> None:
+    import subprocess
+    import sys
+
+    path = _recipe(tmp_path, {"grid": {"seed": [0, 1, 2], "train.optimizer.lr": [0.1, 0.05]}},
+                   train={**TOY["train"], "epochs": 6})
+    alone = tmp_path / "alone"
+    run_sweep(load_sweep(path), alone)
+    shared = tmp_path / "shared"
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "samat", "sweep", str(path), "--output", str(shared),
+         "--jobs", str(1 + i % 2)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in range(n_sweeps)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    points = sorted(p.parent.relative_to(shared) for p in shared.rglob("metrics.json"))
+    assert len(points) == 6
+    for point in points:
+        log = (shared / point / "log.txt").read_text()
+        assert log.count(" run ") == 1 and "resumed" not in log, f"{point} trained twice"
+        assert not (shared / point / ".samat.lock").exists()
+        ours = json.loads((shared / point / "metrics.json").read_text())
+        reference = json.loads((alone / point / "metrics.json").read_text())
+        for data in (ours, reference):
+            data.pop("run_dir"), data["recipe"].pop("path", None)
+        assert _comparable(ours) == _comparable(reference)
+    # every sweep waited for the others and printed the whole table
+    for out, _ in outputs:
+        assert out.count("SGD") == 2 and "3 (0, 1, 2)" in out
+
+
+def test_a_sweep_validates_every_point_by_building_it_before_any_trains(
+        tmp_path: Path, root: Path, run_cli) -> None:
+    path = _recipe(tmp_path)
+    out = tmp_path / "out"
+    for extra in ([], ["--dry-run"]):
+        proc = run_cli("sweep", str(path), "train.weight_perturbation={name: sam}",
+                       "train.weight_perturbation.rho=0.1,-1", "--output", str(out), *extra,
+                       cwd=root)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            "samat: error: sweep point rho=-1: train.weight_perturbation: rho must be > 0, "
+            "got -1"]
+        assert not out.exists()
+
+
+def test_a_diverged_point_is_reported_not_failed_and_not_retried(tmp_path: Path) -> None:
+    from nonfinite_fixtures import poison_task, recipe
+
+    data = recipe(tmp_path)
+    data.pop("output_dir")
+    data["task"]["poison"] = 3
+    data["sweep"] = {"grid": {"train.on_nonfinite": ["stop", "skip"]}}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with poison_task():
+        points = run_sweep(load_sweep(path), tmp_path / "out")
+        assert [p["status"] for p in points] == ["diverged", "done"]
+        again = run_sweep(load_sweep(path), tmp_path / "out")  # nothing re-runs
+        assert [p["status"] for p in again] == ["diverged", "done"]
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "0 + 1 diverged (0)" in summary and "diverged: runs that stopped" in summary

@@ -44,6 +44,9 @@ def test_pso_and_iga_with_local_resources(tmp_path: Path) -> None:
     assert r["pso_describe"]["resources"]["pos_tagger"].startswith("fallback:")
     assert r["pso_describe"]["resources"]["hownet"].endswith("word_candidates_sense.pkl")
     assert r["download_error"].startswith("embedding=download: download failed")
+    # TextAttack unpickled only the HowNet bank samat wrote (the embedding was handed over)
+    [bank] = map(Path, r["unpickled"])
+    assert bank.parent == tmp_path / "cache" / "hownet" and bank.name.startswith("hownet_")
     assert r["stray"] == [] and r["env_changed"] == [] and r["textattack_imported"]
     assert list(home.rglob("*")) == []  # nothing written outside the cache and output paths
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import yaml
 from samat import run as run_module
 from samat.errors import SamatError
 from samat.recipe import recipe_from_dict
-from samat.train import Trainer
+from samat.results import results_table
+from samat.train import Diverged, Trainer
 
 RECIPE = {
     "task": {"name": "toy_duality", "n": 10, "n_train": 512, "n_test": 512},
@@ -64,8 +66,8 @@ def test_mid_epoch_crash_then_resume_matches_uninterrupted(
 
     original_save = Trainer.save
 
-    def crash_after_step_11(self: Trainer, path: Path) -> None:
-        original_save(self, path)
+    def crash_after_step_11(self: Trainer, path: Path, progress: dict | None = None) -> None:
+        original_save(self, path, progress)
         if self.progress.step == 12:  # a mid-epoch checkpoint (8 steps per epoch)
             raise KeyboardInterrupt
 
@@ -114,7 +116,7 @@ def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
     recipe_path = write_recipe(tmp_path, epochs=1)
     out = f"output_dir={tmp_path / 'run'}"
     run_module.run(recipe_path, [out])
-    with pytest.raises(SamatError, match="differs from the one .* started with.*seed 1 vs 2"):
+    with pytest.raises(SamatError, match="differs from the one .* started with .*seed: 1 vs 2"):
         run_module.run(recipe_path, [out, "seed=2"], resume=True)
 
 
@@ -163,3 +165,70 @@ def test_drop_last_skips_the_partial_batch(tmp_path: Path) -> None:
     with pytest.raises(SamatError, match="train.batch_size: 1000 exceeds the 512 training"):
         run_module.run(recipe_path, [f"output_dir={tmp_path / 'big'}", "train.batch_size=1000"])
     assert not (tmp_path / "big").exists()
+
+
+# -- non-finite values --------------------------------------------------------------------------
+def _bare(constant: str) -> None:
+    pytest.fail(f"bare {constant} in JSON")
+
+
+def _strict(path: Path) -> list[dict]:
+    """JSON lines parsed strictly (a bare NaN/Infinity fails the test)."""
+    return [json.loads(line, parse_constant=_bare) for line in path.read_text().splitlines()]
+
+
+def test_divergence_stops_keeps_the_last_finite_checkpoint_and_says_so(tmp_path: Path) -> None:
+    from nonfinite_fixtures import poison_task, recipe
+
+    data = recipe(tmp_path, weight_perturbation={"name": "sam", "rho": 0.05})
+    data["task"]["nan_calls"] = [2 * 5 + 1]  # step 6 = epoch 2, batch 2 (2 loss calls a step)
+    with poison_task():
+        with pytest.raises(Diverged) as caught:
+            run_module.run("r.yaml", recipe=recipe_from_dict(data))
+    run_dir = tmp_path / "run"
+    assert (caught.value.epoch, caught.value.batch, caught.value.step) == (2, 2, 6)
+    assert caught.value.exit_code == 3
+    message = str(caught.value)
+    assert "epoch 2, batch 2/4 (step 6): loss is nan" in message
+    assert "last finite checkpoint (epoch 1, step 4) is kept" in message
+    metrics = json.loads((run_dir / "metrics.json").read_text(), parse_constant=_bare)
+    assert metrics["status"] == "diverged" and metrics["natural"] is None
+    assert metrics["diverged"] == {"epoch": 2, "batch": 2, "step": 6, "what": "loss is nan",
+                                   "value": "nan", "on_nonfinite": "stop",
+                                   "checkpoint": {"epoch": 1, "step": 4}}
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert state["progress"]["step"] == 4
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert [h["epoch"] for h in _strict(run_dir / "history.jsonl")] == [1]
+    assert "records status: diverged" in (run_dir / "log.txt").read_text()
+
+
+def test_skip_skips_the_step_restores_bn_statistics_and_counts(tmp_path: Path) -> None:
+    from nonfinite_fixtures import poison_task, recipe
+
+    data = recipe(tmp_path, on_nonfinite="skip")
+    data["task"]["poison"] = 5  # one NaN input: its batch is skipped once per epoch
+    with poison_task():
+        metrics = run_module.run("r.yaml", recipe=recipe_from_dict(data))
+    assert metrics["status"] == "finished" and metrics["training"]["skipped_steps"] == 3
+    history = _strict(tmp_path / "run" / "history.jsonl")
+    assert [h["skipped_steps"] for h in history] == [1, 2, 3]
+    assert all(math.isfinite(h["train_loss"]) for h in history)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    assert state["model"]["1.num_batches_tracked"] == 3 * 4 - 3  # skipped batches not counted
+    assert "skipped steps (non-finite, train.on_nonfinite=skip): 3" in results_table(metrics)
+
+
+def test_stop_is_the_default_and_a_diverged_run_resumes_with_skip(tmp_path: Path) -> None:
+    from nonfinite_fixtures import poison_task, recipe
+
+    data = recipe(tmp_path)
+    data["task"]["nan_calls"] = [7]  # epoch 2, batch 3
+    with poison_task():
+        with pytest.raises(Diverged):
+            run_module.run("r.yaml", recipe=recipe_from_dict(data))
+        data["train"]["on_nonfinite"] = "skip"  # the one key allowed to change on resume
+        # the resumed task counts loss calls from 1 again: call 7 is now step 11, skipped
+        metrics = run_module.run("r.yaml", recipe=recipe_from_dict(data), resume=True)
+    assert metrics["status"] == "finished" and metrics["training"]["skipped_steps"] == 1

@@ -1,5 +1,6 @@
 """Tiny offline text fixtures: a DistilBERT with a hand-written WordPiece vocabulary, a sentiment
-set in csv and parquet, and small TextAttack resources (stopwords, paragramcf, HowNet bank)."""
+set in csv and parquet, small TextAttack resources (stopwords, paragramcf, HowNet bank) and
+malicious stand-ins for them (:class:`MarkerPayload`)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,31 @@ import random
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 POSITIVE = ["good", "great", "fine", "nice", "excellent", "wonderful", "superb", "lovely"]
 NEGATIVE = ["bad", "awful", "poor", "terrible", "dull", "boring", "weak", "dreadful"]
 SUBJECTS = ["the movie", "this film", "the plot", "the acting", "the story", "the script"]
 VERBS = ["was", "is", "felt", "seemed"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+class MarkerPayload:
+    """Unpickling this calls ``Path.write_text(marker, "pwned")``: a malicious resource file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Path, str]]:
+        return Path.write_text, (self.marker, "pwned")
+
+
+def write_payload(path: Path, marker: Path, inside: Any = None) -> Path:
+    """Pickle :class:`MarkerPayload` to ``path``, hidden as the last item of list ``inside``."""
+    payload = MarkerPayload(marker)
+    with path.open("wb") as handle:
+        pickle.dump(payload if inside is None else [*inside, payload], handle)
+    return path
 
 
 def sentences() -> list[tuple[str, int]]:
@@ -139,6 +159,14 @@ def attack_scenario(root: Path) -> dict:
                        max_length=16, download=False)
     model = task.build_model()
     env_before = dict(os.environ)  # after torch/transformers set theirs
+    unpickled = []  # every file pickle.load (TextAttack's, numpy's) reads from now on
+    plain_load = pickle.load
+
+    def recording_load(file: Any, *args: Any, **kwargs: Any) -> Any:
+        unpickled.append(str(getattr(file, "name", file)))
+        return plain_load(file, *args, **kwargs)
+
+    pickle.load = recording_load
     train_briefly(model, task)
     eval_pairs = task.eval_examples
     # A sentence with nothing to swap, labelled as predicted (the attack must fail) and
@@ -164,6 +192,7 @@ def attack_scenario(root: Path) -> dict:
         out["download_error"] = None
     except MissingDataError as exc:
         out["download_error"] = str(exc)
+    out["unpickled"] = unpickled
     out["stray"] = sorted(str(p.relative_to(root)) for p in root.rglob("*")
                           if p.suffix == ".lock" or p.name.startswith("tmp"))
     out["env_changed"] = sorted(k for k in set(env_before) | set(os.environ)

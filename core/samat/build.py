@@ -37,6 +37,47 @@ def _parameters(factory: Callable[..., Any]) -> tuple[list[str], bool]:
     return names, var_kw
 
 
+_EXPECTED = {"bool": "true or false", "int": "an integer", "float": "a number (e.g. 0.1 or 8/255)",
+             "str": "a string"}
+
+
+def _simple_type(annotation: Any) -> tuple[str, bool] | None:
+    """``("float", False)`` for an annotation ``float``, ``("int", True)`` for ``int | None``;
+    None for anything else (not checked)."""
+    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    parts = [p.strip() for p in text.split("|")]
+    rest = [p for p in parts if p != "None"]
+    return (rest[0], len(rest) < len(parts)) if len(rest) == 1 and rest[0] in _EXPECTED else None
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if isinstance(value, bool):
+        return False
+    if kind == "int":
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    return isinstance(value, int | float)
+
+
+def check_types(factory: Callable[..., Any], params: dict[str, Any], path: str) -> None:
+    """Raise on a value of ``params`` that does not fit the simple type (bool, int, float,
+    str, optionally ``| None``) its parameter is annotated with. :func:`call_factory` checks
+    after the factory, whose own message (naming the parameter) comes first."""
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in params.items():
+        expected = _simple_type(parameters[key].annotation) if key in parameters else None
+        if expected is None or (value is None and expected[1]):
+            continue
+        if not _fits(expected[0], value):
+            raise SamatError(f"{path}.{key}: expected {_EXPECTED[expected[0]]}, got {value!r}")
+
+
 def check_keys(
     factory: Callable[..., Any], params: dict[str, Any], path: str, skip: tuple[str, ...] = ()
 ) -> list[str]:
@@ -73,9 +114,14 @@ def call_factory(
         if key not in kwargs and key in names:
             kwargs[key] = value
     try:
-        return factory(*args, **kwargs)
-    except (ValueError, TypeError) as exc:
+        built = factory(*args, **kwargs)
+    except ValueError as exc:
         raise SamatError(f"{path}: {exc}") from None
+    except TypeError as exc:
+        check_types(factory, params, path)  # says which value has the wrong type, if one does
+        raise SamatError(f"{path}: {exc}") from None
+    check_types(factory, params, path)  # a value of the wrong type the factory took unchecked
+    return built
 
 
 def _entry(registry_attr: str, name: str, path: str) -> Any:
@@ -131,15 +177,50 @@ def create_weight_perturbation(
                 f"Unknown key '{optimizer_path}.{key}'. Valid keys for {base_cls.__name__}: "
                 f"{', '.join(n for n in names if n != 'params')}"
             )
-    try:
-        base_cls([torch.zeros(1, requires_grad=True)], **base_kwargs)
-    except (ValueError, TypeError) as exc:
-        raise SamatError(f"{optimizer_path}: {exc}") from None
+    _check_optimizer(base_cls, base_kwargs, optimizer_path)
     return call_factory(
         factory, params, path, args=(model_params, base_cls, base_kwargs),
         skip=("params", "base_optimizer_cls", "base_kwargs", "task"),
         defaults={"task": task} if task is not None else None,
     )
+
+
+def _check_optimizer(base_cls: type[torch.optim.Optimizer], kwargs: dict[str, Any],
+                     path: str) -> None:
+    """Build ``base_cls`` with ``kwargs`` once; errors name the key at fault: a value of
+    another type than the parameter's default, or the key that alone makes torch refuse."""
+    parameters = inspect.signature(base_cls).parameters
+    for key, value in kwargs.items():
+        default = parameters[key].default
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(default, bool):
+            ok, what = isinstance(value, bool), "true or false"
+        elif isinstance(default, int | float):
+            ok, what = number, "a number"
+        elif isinstance(default, tuple):
+            ok = isinstance(value, list | tuple) and len(value) == len(default) and all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            what = f"a list of {len(default)} numbers, e.g. {list(default)}"
+        else:
+            continue
+        if not ok:
+            raise SamatError(f"{path}.{key}: expected {what}, got {value!r}")
+
+    def build(**given: Any) -> None:
+        base_cls([torch.zeros(1, requires_grad=True)], **given)
+
+    try:
+        build(**kwargs)
+    except (ValueError, TypeError, IndexError) as exc:
+        culprit = None
+        for key in kwargs:
+            try:
+                build(**{key: kwargs[key]})
+            except (ValueError, TypeError, IndexError):
+                culprit = key
+                break
+        at = f" (at {path}.{culprit})" if culprit else ""
+        raise SamatError(f"{path}: {exc}{at}") from None
 
 
 def create_attack(

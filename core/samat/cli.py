@@ -10,9 +10,10 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
-from samat.errors import SamatError
+from samat.errors import USAGE_EXIT, SamatError
 
 LIST_KINDS = ("tasks", "attacks", "perturbations")
 
@@ -79,15 +80,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from samat.lifeline import die_with_parent
     from samat.results import results_table
     from samat.run import run
 
+    die_with_parent()
     if args.nproc is not None:
         from samat.distributed import launch
 
         return launch(args.nproc, args.recipe, args.overrides, args.resume)
-    _log_to_stderr()
-    metrics = run(args.recipe, args.overrides, resume=args.resume)
+    with _log_to_stderr():
+        metrics = run(args.recipe, args.overrides, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 prints
         print(results_table(metrics))
     return 0
@@ -106,12 +109,19 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log_to_stderr() -> None:
-    handler = logging.StreamHandler(sys.stderr)  # samat's own progress only, not libraries'
+@contextmanager
+def _log_to_stderr() -> Iterator[None]:
+    """samat's own progress on stderr (not libraries') for the duration of a command."""
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(lambda record: not getattr(record, "samat_file_only", False))
     logger = logging.getLogger("samat")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -129,8 +139,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     from samat.report import write_report
 
-    _log_to_stderr()
-    run_sweep(sweep, root, args.jobs)
+    with _log_to_stderr():
+        run_sweep(sweep, root, args.jobs)
     print(write_report([root]), end="")
     print(f"sweep directory: {root} ({len(sweep.points)} points; sweep.json, summary.md, "
           "summary.csv)")
@@ -183,7 +193,10 @@ COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sweep": _cmd_sweep,
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``samat`` console script."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse's usage errors (printed already) and --help
+        return exc.code if isinstance(exc.code, int) else USAGE_EXIT
     if args.version:
         import samat
 
@@ -197,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SamatError as exc:
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank has the same error
             print(f"samat: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("samat: interrupted", file=sys.stderr)
         return 130

@@ -142,6 +142,15 @@ def all_reduce_sum(values: list[float]) -> list[float]:
     return tensor.tolist()
 
 
+def all_true(flag: bool) -> bool:
+    """Whether ``flag`` is true on every rank (``flag`` itself in one process)."""
+    if not world().distributed:
+        return flag
+    tensor = torch.tensor([0.0 if flag else 1.0], dtype=torch.float64, device=_reduce_device())
+    dist.all_reduce(tensor)
+    return bool(tensor.item() == 0)
+
+
 def all_reduce_metric(metric: Metric) -> bool:
     """Sum ``metric.state()`` over ranks into every rank's ``metric``; False (and ``metric``
     untouched) if the metric is not mergeable. Every rank must call it."""

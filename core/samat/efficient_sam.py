@@ -14,10 +14,7 @@ from samat.interfaces import LossFn, StepResult, Task, WeightPerturbation
 from samat.optim.bn import frozen_bn_stats
 from samat.optim.esam import ESAM, fraction
 from samat.optim.looksam import LookSAM
-
-
-def _detach(output: Any) -> Any:
-    return output.detach() if isinstance(output, Tensor) else output
+from samat.weight import ascend_checked, detach, finite_or_abort
 
 
 def _subset(x: Any, index: Tensor, n: int) -> Any:
@@ -78,18 +75,20 @@ class ESAMStep(WeightPerturbation):
     def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult:
         esam = self.optimizer
         loss, output = self.clean_pass(model, loss_fn, x, y)
-        esam.first_step(zero_grad=True)
+        ascend_checked(self, esam)
         x_d, y_d = x, y
         if esam.gamma < 1:
             with torch.no_grad(), frozen_bn_stats(model):
-                before = self._example_losses(_detach(output), y)
+                before = self._example_losses(detach(output), y)
                 index = esam.select(before, self._example_losses(model(x), y))
             x_d, y_d = _subset(x, index, len(y)), y[index]
         with frozen_bn_stats(model):
-            self.backward(loss_fn(model(x_d), y_d))
+            perturbed = loss_fn(model(x_d), y_d)
+        finite_or_abort(self, esam, "loss at the perturbed weights", perturbed)
+        self.backward(perturbed)
         self.apply_step()  # restores w, then the base step (skipped on inf/NaN under a scaler)
         esam.zero_grad(set_to_none=True)
-        return StepResult(loss.detach(), _detach(output))
+        return StepResult(loss.detach(), detach(output))
 
     def _example_losses(self, output: Any, y: Tensor) -> Tensor:
         losses = self.task.example_losses(output, y)
@@ -127,12 +126,14 @@ class LookSAMStep(WeightPerturbation):
         look = self.optimizer
         loss, output = self.clean_pass(model, loss_fn, x, y)
         if look.sam_step_due:
-            look.first_step(zero_grad=True)
+            ascend_checked(self, look)
             with frozen_bn_stats(model):
-                self.backward(loss_fn(model(x), y))
+                perturbed = loss_fn(model(x), y)
+            finite_or_abort(self, look, "loss at the perturbed weights", perturbed)
+            self.backward(perturbed)
         self.apply_step()
         look.zero_grad(set_to_none=True)
-        return StepResult(loss.detach(), _detach(output))
+        return StepResult(loss.detach(), detach(output))
 
     def describe(self) -> dict[str, Any]:
         look = self.optimizer

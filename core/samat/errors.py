@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+USAGE_EXIT = 2
+"""Exit code of every user error (bad recipe, path, name, data)."""
+DIVERGED_EXIT = 3
+"""Exit code of a run that stopped on a non-finite value (``metrics.json`` status diverged)."""
+
 
 class SamatError(Exception):
-    """A problem with the user's input (recipe, path, name, data) that they can fix."""
+    """A problem with the user's input (recipe, path, name, data) that they can fix; the CLI
+    prints it on one line and exits with :attr:`exit_code`."""
+
+    exit_code = USAGE_EXIT
 
 
 class UnknownNameError(SamatError, KeyError):

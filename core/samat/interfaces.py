@@ -7,6 +7,7 @@ paths, and a task never knows which one is running.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -110,28 +111,60 @@ class StepResult:
     output: Any
 
 
+class NonFiniteStep(Exception):  # noqa: N818 - a signal to the trainer, not an error
+    """Raised by a weight perturbation when a loss or gradient of the step is not finite (on
+    this or any other data-parallel replica), *before* it changed any weight or optimizer
+    state; the trainer then skips the step or stops (``train.on_nonfinite``)."""
+
+    def __init__(self, what: str, value: float) -> None:
+        super().__init__(f"{what} {value}")
+        self.what, self.value = what, value
+
+
+def _local(finite: bool) -> bool:
+    return finite
+
+
 class WeightPerturbation(ABC):
     """One optimisation step on a batch: a plain step, SAM, ASAM, ...
 
-    ``optimizer`` is what LR schedulers drive and what is checkpointed.
+    ``optimizer`` is what LR schedulers drive and what is checkpointed. A step checks what it
+    computes with :meth:`check_finite` before applying it (:meth:`clean_pass` checks the clean
+    loss), so that a divergence never reaches the weights.
     """
 
     name: str = "?"
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None = None
     """Set by the trainer under fp16; :meth:`backward` and :meth:`apply_step` then route through
-    it (the trainer calls ``scaler.update()`` after the step)."""
+    it (the trainer calls ``scaler.update()`` after the step). Under a scaler non-finite
+    *gradients* are expected (the scaler skips those updates); losses are still checked."""
+    agree: Callable[[bool], bool] = staticmethod(_local)
+    """``agree(finite_here) -> finite_on_every_replica``; the trainer sets an all-reduce under
+    data parallelism so that every replica skips or stops together."""
 
     @abstractmethod
     def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult: ...
 
+    def check_finite(self, what: str, value: Tensor | float) -> None:
+        """Raise :class:`NonFiniteStep` unless ``value`` is finite on every replica."""
+        tensor = torch.as_tensor(value)
+        if not self.agree(bool(torch.isfinite(tensor).all())):
+            values = tensor.detach().double().reshape(-1)
+            bad = values[~torch.isfinite(values)]
+            if bad.numel():
+                raise NonFiniteStep(what, float(bad[0]))
+            raise NonFiniteStep(f"{what} (on another replica)", math.nan)
+
     def clean_pass(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor
                    ) -> tuple[Tensor, Any]:
         """Zero the gradients, then forward and backward at the current weights; returns the
-        loss and the model output (what :class:`StepResult` reports)."""
+        loss and the model output (what :class:`StepResult` reports). A non-finite loss raises
+        :class:`NonFiniteStep` before the backward pass."""
         self.optimizer.zero_grad(set_to_none=True)
         output = model(x)
         loss = loss_fn(output, y)
+        self.check_finite("loss", loss)
         self.backward(loss)
         return loss, output
 

@@ -81,7 +81,7 @@ def tradeoff(table: Table, path: Path) -> Path:
             ax.scatter(xs, ys, color=color, s=14, alpha=0.6)
         (mx, sx), (my, sy) = mean_std(xs), mean_std(ys)
         ax.errorbar(mx, my, xerr=sx or 0, yerr=sy or 0, fmt="o", color=color, ms=8,
-                    mec="black", capsize=3, label=f"{row.label} (n={len(row.runs)})")
+                    mec="black", capsize=3, label=f"{row.label} (n={len(row.seeds)})")
     natural = METRIC_NAMES.get(table.metric, table.metric)
     attacked = METRIC_NAMES.get(table.attack_metric, table.attack_metric)
     better = "higher" if table.higher_is_better else "lower"

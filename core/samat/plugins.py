@@ -1,7 +1,14 @@
 """Plugin discovery (entry-point group ``samat``) and the registries the plugins fill.
 
 Built-in plugins load through the same entry points as third-party ones. A plugin that fails to
-import or to register is recorded with its error and skipped; nothing else breaks.
+import or to register is recorded with its error and skipped; nothing else breaks. "Fails" is
+raising any ``BaseException`` (``SystemExit`` from a ``sys.exit()`` and custom subclasses
+included) but one: ``KeyboardInterrupt`` deliberately propagates, so a user's Ctrl-C while
+plugins load (a slow import) still interrupts samat (``samat: interrupted``, exit 130).
+
+A name registered by two plugins (or twice by one) is a conflict, not settled by load order:
+that name is unusable (using it is an error naming both plugins), every other name of both
+plugins still works, and the conflict is shown on both plugins in ``samat plugins``.
 ``SAMAT_DISABLE_PLUGINS=a,b`` blocks plugins by entry-point name.
 """
 
@@ -33,7 +40,11 @@ REGISTRATION_HOOKS = {
 
 @dataclass
 class PluginInfo:
-    """What ``samat plugins`` shows for one plugin."""
+    """What ``samat plugins`` shows for one plugin.
+
+    ``error`` is every problem in one line: the load error, failed registration hooks and the
+    name conflicts (each also in ``conflicts`` as ``{"kind", "name", "plugins"}``).
+    """
 
     name: str
     version: str | None = None
@@ -41,6 +52,13 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     error: str | None = None
     disabled: bool = False
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    builtin: bool = False  # from samat's own distribution: named first in conflict messages
+    load_error: str | None = None  # why the module did not load; kept when registries rebuild
+
+    def add_error(self, message: str) -> None:
+        """Append ``message`` to ``error``."""
+        self.error = f"{self.error}; {message}" if self.error else message
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +68,7 @@ class PluginInfo:
             "hooks": self.hooks,
             "error": self.error,
             "disabled": self.disabled,
+            "conflicts": self.conflicts,
         }
 
 
@@ -72,7 +91,11 @@ def disabled_plugins() -> set[str]:
 
 
 def _describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """``Type: message`` (just ``Type`` without a message); says so when it is ``sys.exit``."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}): the plugin called sys.exit()"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -86,10 +109,12 @@ def plugin_manager() -> pluggy.PluginManager:
             if ep.name in infos:  # the same distribution seen twice on sys.path
                 continue
             dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist else "?"
             info = PluginInfo(
                 name=ep.name,
                 version=dist.version if dist else None,
-                source=f"{dist.metadata['Name'] if dist else '?'}: {ep.value}",
+                source=f"{dist_name}: {ep.value}",
+                builtin=dist_name == "samat",
             )
             infos[ep.name] = info
             if ep.name in blocked:
@@ -97,8 +122,10 @@ def plugin_manager() -> pluggy.PluginManager:
                 continue
             try:
                 pm.register(ep.load(), name=ep.name)
-            except Exception as exc:  # a broken plugin must not break samat
-                info.error = _describe_error(exc)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a broken plugin must not break (or exit) samat
+                info.error = info.load_error = _describe_error(exc)
                 continue
             info.hooks = sorted(h.name for h in pm.get_hookcallers(pm.get_plugin(ep.name)) or [])
         _State.pm, _State.infos = pm, infos
@@ -137,20 +164,42 @@ def plugin_infos() -> list[PluginInfo]:
     return [_State.infos[k] for k in sorted(_State.infos)]
 
 
+def _info(name: str) -> PluginInfo:
+    return _State.infos.setdefault(name, PluginInfo(name))
+
+
+def _registration_order(impl: pluggy.HookImpl) -> tuple[bool, str]:
+    """samat's own plugins first, then by name: only the order names appear in messages."""
+    return (not _info(impl.plugin_name).builtin, impl.plugin_name)
+
+
 def registries() -> Registries:
-    """The registries filled by every loaded plugin's registration hooks."""
+    """The registries filled by every loaded plugin's registration hooks.
+
+    Registration errors and name conflicts are (re)recorded on the plugins' infos.
+    """
     if _State.registries is None:
         pm = plugin_manager()
+        for info in _State.infos.values():
+            info.error, info.conflicts = info.load_error, []
         built: dict[str, Registry] = {}
         for attr, (hook_name, kind) in REGISTRATION_HOOKS.items():
             registry = Registry(kind)
-            for impl in getattr(pm.hook, hook_name).get_hookimpls():
+            impls = sorted(getattr(pm.hook, hook_name).get_hookimpls(), key=_registration_order)
+            for impl in impls:
                 register = partial(registry.register, plugin=impl.plugin_name)
                 try:
                     impl.function(register=register)
-                except Exception as exc:
-                    info = _State.infos.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name))
-                    info.error = f"{hook_name} failed: {_describe_error(exc)}"
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # what it registered before raising stays
+                    _info(impl.plugin_name).add_error(f"{hook_name} failed: {_describe_error(exc)}")
+            for name, owners in registry.conflicts().items():
+                message = registry.conflict_message(name)
+                for owner in dict.fromkeys(owners):
+                    info = _info(owner)
+                    info.conflicts.append({"kind": kind, "name": name, "plugins": owners})
+                    info.add_error(message)
             built[attr] = registry
         _State.registries = Registries(**built)
     return _State.registries
@@ -161,7 +210,9 @@ def call_result_hooks(metrics: dict[str, Any], run_dir: str) -> None:
     for impl in plugin_manager().hook.samat_on_result.get_hookimpls():
         try:
             impl.function(metrics=metrics, run_dir=run_dir)
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # sys.exit() in a plugin must not end samat either
             logging.getLogger("samat").warning(
                 "plugin '%s': samat_on_result failed: %s", impl.plugin_name, _describe_error(exc)
             )
@@ -174,7 +225,9 @@ def call_report_plot_hooks(runs: list[Any], out_dir: Path) -> list[Path]:
     for impl in plugin_manager().hook.samat_report_plots.get_hookimpls():
         try:
             written += [Path(p) for p in impl.function(runs=runs, out_dir=str(out_dir)) or []]
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # sys.exit() in a plugin must not end samat either
             logging.getLogger("samat").warning(
                 "plugin '%s': samat_report_plots failed: %s", impl.plugin_name,
                 _describe_error(exc)
@@ -183,4 +236,5 @@ def call_report_plot_hooks(runs: list[Any], out_dir: Path) -> list[Path]:
 
 
 def plugin_versions() -> dict[str, str | None]:
-    return {i.name: i.version for i in plugin_infos() if not i.error and not i.disabled}
+    """Versions of the plugins whose module loaded (a run may use any name they registered)."""
+    return {i.name: i.version for i in plugin_infos() if not i.load_error and not i.disabled}

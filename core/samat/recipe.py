@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import difflib
 import logging
+import math
 import re
 import types
 import typing
@@ -108,6 +109,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     sync_bn: bool = False
+    on_nonfinite: str = "stop"
 
 
 @dataclass
@@ -135,6 +137,16 @@ class Recipe:
 
 SCHEDULES = ("constant", "step", "cosine", "poly")
 PRECISIONS = ("fp32", "bf16", "fp16")
+ON_NONFINITE = ("stop", "skip")
+MAX_SEED = 2**32 - 1
+"""Largest seed every generator samat seeds (NumPy's legacy ``np.random.seed``) accepts."""
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+"""A recipe ``name``: one path component under ``runs/`` (no separators, no ``..``)."""
+MAX_VALUES = 100_000
+"""Most values a recipe may hold once YAML aliases are expanded (guards against alias bombs)."""
+MAX_COUNT = 2**63 - 1
+"""Largest count (epochs, batch size, ...) a recipe may give: a 64-bit integer."""
+"""Most values a recipe may hold once YAML aliases are expanded (guards against alias bombs)."""
 
 
 def _dump(obj: Any) -> Any:
@@ -145,6 +157,16 @@ def _dump(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_dump(v) for v in obj]
     return obj
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are kept as values."""
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
 
 
 def _unknown_key(path: str, key: str, valid: list[str]) -> SamatError:
@@ -243,6 +265,8 @@ def _check_ranges(recipe: Recipe) -> None:
     def positive(path: str, value: Any) -> None:
         if value is not None and value < 1:
             raise SamatError(f"{path}: must be >= 1, got {value}")
+        if value is not None and value > MAX_COUNT:
+            raise SamatError(f"{path}: must be at most 2**63-1, got {value}")
 
     t, e = recipe.train, recipe.eval
     for path, value in [
@@ -255,6 +279,17 @@ def _check_ranges(recipe: Recipe) -> None:
                         ("train.num_workers", t.num_workers)]:
         if value < 0:
             raise SamatError(f"{path}: must be >= 0, got {value}")
+        if path != "seed":
+            positive(path, value or None)
+    if recipe.seed > MAX_SEED:
+        raise SamatError(f"seed: must be at most 2**32-1 = {MAX_SEED}, got {recipe.seed}")
+    if recipe.name and (not NAME_RE.fullmatch(recipe.name) or ".." in recipe.name):
+        raise SamatError(
+            f"name: {recipe.name!r} must be a plain directory name (letters, digits, '.', '_', "
+            "'+', '-'; no '/' or '..'): runs go to runs/<name>/; use output_dir for a path")
+    if t.on_nonfinite not in ON_NONFINITE:
+        raise SamatError(f"train.on_nonfinite: expected one of {', '.join(ON_NONFINITE)}, "
+                         f"got {t.on_nonfinite!r}")
     if (t.epochs is None) == (t.iterations is None):
         raise SamatError("train: set exactly one of train.epochs or train.iterations")
     s = t.schedule
@@ -284,16 +319,97 @@ def _check_ranges(recipe: Recipe) -> None:
         raise SamatError("eval.attacks: two attacks share a label; give each a distinct 'label'")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (plain PyYAML keeps the
+    last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: PyYAML reports it below
+                continue
+            if duplicate:
+                first = seen[key].start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {first.line + 1}); "
+                    "keep one", key_node.start_mark)
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML like ``yaml.safe_load`` (no tags that build objects), refusing duplicate
+    keys."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def check_size(data: Any, where: str) -> None:
+    """Raise if ``data`` holds more than :data:`MAX_VALUES` values once YAML aliases are
+    expanded (a "billion laughs" document is small but expands exponentially)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # being counted: meeting one again is a cycle
+
+    def size(node: Any, path: str) -> int:
+        if not isinstance(node, dict | list):
+            return 1
+        if id(node) in open_nodes:
+            raise SamatError(f"{where}: {path or 'the top level'} holds a YAML alias to a "
+                             "mapping or list that contains it (a cycle); write the values out")
+        if id(node) not in sizes:
+            open_nodes.add(id(node))
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            sizes[id(node)] = 1 + sum(size(child, f"{path}.{key}" if path else str(key))
+                                      for key, child in items)
+            open_nodes.discard(id(node))
+        return sizes[id(node)]
+
+    try:
+        total = size(data, "")
+    except RecursionError:
+        total = MAX_VALUES + 1
+    if total > MAX_VALUES:
+        raise SamatError(f"{where}: YAML aliases expand to more than {MAX_VALUES} values (an "
+                         "alias bomb?); write the values out or use fewer nested aliases")
+
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def check_finite(data: Any, path: str = "") -> None:
+    """Raise on the first NaN, infinite or beyond-float32 number in ``data`` (tensors are
+    float32: a larger value cannot even be applied), naming its key path."""
+    if isinstance(data, float) and not math.isfinite(data):
+        raise SamatError(f"{path or 'recipe'}: must be a finite number, got {data}")
+    if isinstance(data, float) and abs(data) > FLOAT32_MAX:
+        raise SamatError(f"{path or 'recipe'}: {data:g} is beyond the float32 range "
+                         f"(±{FLOAT32_MAX:.3g}); use a smaller value")
+    if isinstance(data, dict):
+        for key, value in data.items():
+            check_finite(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            check_finite(value, f"{path}.{i}" if path else str(i))
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"train.weight_perturbation.rho=0.1"`` -> (["train", ...], 0.1)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise SamatError(f"override '{text}': expected key.path=value, e.g. seed=1")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml_text(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise SamatError(f"override '{text}': value is not valid YAML ({exc.problem})") from None
-    return key.strip().split("."), value
+        problem = getattr(exc, "problem", None) or exc
+        raise SamatError(f"override '{text}': value is not valid YAML ({problem})") from None
+    check_size(value, f"override '{key.strip()}'")
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise SamatError(f"override '{text}': empty key in '{key.strip()}' (a leading, trailing "
+                         "or doubled '.'); write key.path=value, e.g. train.optimizer.lr=0.1")
+    return parts, value
 
 
 def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
@@ -313,7 +429,7 @@ def apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
             if last:
                 node[part] = value
             else:
-                if isinstance(node.get(part), str):  # `task: toy` shorthand
+                if isinstance(node.get(part), str) and part != "name":  # `task: toy` shorthand
                     node[part] = {"name": node[part]}
                 node = node.setdefault(part, {})
         else:
@@ -337,12 +453,14 @@ def _with_defaults(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 def recipe_from_dict(data: Any, overrides: list[str] = ()) -> Recipe:
     """Validate plain data (after applying ``overrides``) into a :class:`Recipe`."""
+    check_size(data, "recipe")
     data = copy.deepcopy(data)
     if not isinstance(data, dict):
         raise SamatError(f"recipe: expected a mapping of keys at the top level, got {data!r}")
     data = _with_defaults(Recipe, data)
     for text in overrides:
         apply_override(data, *parse_override(text))
+    check_finite(normalize(data))
     recipe = _dataclass(Recipe, data, "")
     _check_ranges(recipe)
     return recipe
@@ -351,18 +469,29 @@ def recipe_from_dict(data: Any, overrides: list[str] = ()) -> Recipe:
 def read_yaml(path: str | Path) -> Any:
     """Read a YAML file with ``yaml.safe_load``; errors name the file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise SamatError(f"{path} is a directory, not a recipe file; give a .yaml file (recipes "
+                         "live in recipes/)")
     if not path.is_file():
         raise SamatError(
             f"recipe file not found: {path} (check the path; recipes live in recipes/)"
         )
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         raise SamatError(f"{where}: malformed YAML: {exc.problem}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise SamatError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                         f"{exc.start}); save the file as UTF-8") from None
+    except (yaml.YAMLError, OSError) as exc:
         raise SamatError(f"{path}: malformed YAML: {exc}") from None
+    if data is None:
+        raise SamatError(f"{path}: the file is empty (or only comments); a recipe is a mapping "
+                         "such as 'task: {name: toy_duality}' (see recipes/)")
+    check_size(data, str(path))
+    return data
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
@@ -375,6 +504,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         data = {k: v for k, v in data.items() if k != "sweep"}
         logging.getLogger("samat").info(
             "%s declares a sweep; this is its base point (run all points with samat sweep)", path)
+    if not isinstance(data, dict):
+        raise SamatError(f"{path}: expected a mapping of keys (task:, train:, eval:, ...) at the "
+                         f"top level, got a {type(data).__name__}: {data!r:.60}")
     recipe = recipe_from_dict(data, overrides)
     if not recipe.name:
         recipe.name = Path(path).stem

@@ -19,6 +19,7 @@ from typing import Any
 
 from samat import results
 from samat.errors import SamatError
+from samat.recipe import flatten
 
 LOWER_IS_BETTER = {"attack_success_rate"}
 """Attack-result keys where a lower value means a more robust model."""
@@ -45,6 +46,11 @@ class Run:
     def seed(self) -> int:
         return int(self.metrics.get("seed", self.config.get("seed", 0)))
 
+    @property
+    def diverged(self) -> bool:
+        """Stopped on a non-finite value: no results, left out of every mean."""
+        return results.run_status(self.metrics) == results.DIVERGED
+
 
 @dataclass
 class Column:
@@ -65,7 +71,12 @@ class Row:
 
     @property
     def seeds(self) -> list[int]:
-        return sorted(r.seed for r in self.runs)
+        """Seeds of the runs behind the numbers (diverged runs excluded)."""
+        return sorted(r.seed for r in self.runs if not r.diverged)
+
+    @property
+    def diverged_seeds(self) -> list[int]:
+        return sorted(r.seed for r in self.runs if r.diverged)
 
 
 @dataclass
@@ -123,22 +134,43 @@ def _load_run(run_dir: Path) -> Run:
         config = results.read_config(run_dir) if results.is_run_dir(run_dir) else {}
     except (OSError, ValueError) as exc:
         raise SamatError(f"report: cannot read {run_dir / results.METRICS}: {exc}") from None
-    if not isinstance(metrics, dict) or "natural" not in metrics or "metric" not in metrics:
-        raise SamatError(f"report: {run_dir / results.METRICS} is not a samat metrics file")
+    problem = _metrics_problem(metrics)
+    if problem:
+        raise SamatError(f"report: {run_dir / results.METRICS} is not a samat metrics file "
+                         f"({problem}); delete that run directory or run it again")
     return Run(run_dir, metrics, config or {})
 
 
+def _metrics_problem(metrics: Any) -> str | None:
+    """What keeps ``metrics`` from being read as a ``metrics.json`` (None if nothing)."""
+    def number(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    if not isinstance(metrics, dict):
+        return "not a JSON object"
+    metric = metrics.get("metric")
+    if not isinstance(metric, str) or "natural" not in metrics:
+        return "no 'metric' or 'natural'"
+    natural = metrics["natural"]
+    if results.run_status(metrics) != results.DIVERGED and not (
+            isinstance(natural, dict) and number(natural.get(metric))):
+        return f"no number at natural.{metric}"
+    attacks = metrics.get("attacks", [])
+    if not isinstance(attacks, list) or not all(
+            isinstance(a, dict) and isinstance(a.get("label"), str)
+            and isinstance(a.get("attack"), dict) and (a.get(metric) is None or number(a[metric]))
+            for a in attacks):
+        return f"'attacks' is not a list of entries with 'label', 'attack' and a number at " \
+               f"'{metric}'"
+    for key in ("report", "task", "versions"):
+        if not isinstance(metrics.get(key, {}), dict):
+            return f"'{key}' is not a mapping"
+    if "seed" in metrics and not number(metrics["seed"]):
+        return "'seed' is not a number"
+    return None
+
+
 # -- labels -------------------------------------------------------------------------------------
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists are kept as values."""
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): data}
-
-
 def _identity(run: Run) -> dict[str, Any]:
     flat = flatten(run.config)
     return {k: v for k, v in flat.items()
@@ -284,6 +316,8 @@ def _build_table(
     for members in groups.values():
         row = Row(method_label(members[0].config), members)
         for run in members:
+            if run.diverged:
+                continue
             values = run.metrics["natural"]
             row.values.setdefault(NATURAL, []).append(float(values[metric]))
             attacked = []
@@ -305,13 +339,16 @@ def _build_table(
                              natural_key(r.label)))
     if missing_key:
         notes.append(f"some attack results have no '{key}' value; those cells are left out")
+    if any(r.diverged_seeds for r in rows):
+        notes.append("diverged: runs that stopped on a non-finite value (metrics.json status "
+                     "diverged); they have no numbers and are left out of every mean")
     higher = bool(runs[0].metrics.get("higher_is_better", True))
     if key != metric:
         higher = key not in LOWER_IS_BETTER
     table = Table(title, metric, key, higher, columns, rows, notes,
                   [e for e in extras if any(e in r.values for r in rows)])
     partial = [r.label for r in rows
-               if any(0 < len(r.values.get(c.name, [])) < len(r.runs) for c in columns)]
+               if any(0 < len(r.values.get(c.name, [])) < len(r.seeds) for c in columns)]
     if partial:
         notes.append("rows with an attack missing from some of their runs: " + ", ".join(partial)
                      + " (cells average the runs that have it; see n in CSV)")
@@ -372,8 +409,11 @@ def render(tables: list[Table], fmt: str = "text", decimals: int = 1) -> str:
 def _seeds(row: Row) -> str:
     if row.reference:
         return row.reference
-    seeds = row.seeds
-    return f"{len(seeds)} ({', '.join(map(str, seeds))})"
+    seeds, diverged = row.seeds, row.diverged_seeds
+    shown = f"{len(seeds)} ({', '.join(map(str, seeds))})" if seeds else "0"
+    if diverged:
+        shown += f" + {len(diverged)} diverged ({', '.join(map(str, diverged))})"
+    return shown
 
 
 def _legend(table: Table) -> list[str]:
@@ -383,7 +423,7 @@ def _legend(table: Table) -> list[str]:
                            if k not in ("name", "bounds", "mask") and v is not None)
         lines.append(f"{c.name}: {c.attack.get('name')}" + (f" ({params})" if params else ""))
     n = sorted({r.metrics["natural"].get("n_examples") for row in table.rows for r in row.runs
-                if r.metrics["natural"].get("n_examples") is not None})
+                if not r.diverged and r.metrics["natural"].get("n_examples") is not None})
     if n:
         lines.append(f"evaluated on {', '.join(map(str, n))} examples")
     commits = sorted({_commit(r) for row in table.rows for r in row.runs})
@@ -539,11 +579,12 @@ def write_report(
 
     check_request(tables, list(curves))
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    results.check_output_dir(out_dir, "--out")
+    results.make_dirs(out_dir, "--out")
     written = []
     for ext, form in (("txt", "text"), ("md", "markdown"), ("csv", "csv"), ("tex", "latex")):
         path = out_dir / f"report.{ext}"
         path.write_text(render(tables, form, decimals))
         written.append(path)
-    written += write_plots(runs, tables, out_dir, list(curves))
+    written += write_plots([r for r in runs if not r.diverged], tables, out_dir, list(curves))
     return text + "\n" + "\n".join(f"wrote {p}" for p in written) + "\n"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from samat.atomic import write_json, write_text
 from samat.errors import SamatError
 
 CONFIG = "config.yaml"
@@ -19,98 +20,145 @@ METRICS = "metrics.json"
 HISTORY = "history.jsonl"
 LOG = "log.txt"
 CHECKPOINT = Path("checkpoints") / "last.pt"
+FINISHED, DIVERGED = "finished", "diverged"
+"""``metrics.json`` ``status`` values: evaluated normally, or stopped on a non-finite value."""
+
+_STAMP = re.compile(r"(\d{8}-\d{6})(?:-(\d+))?")
+
+__all__ = ["CHECKPOINT", "CONFIG", "DIVERGED", "FINISHED", "HISTORY", "LOG", "METRICS",
+           "check_output_dir", "default_runs_root", "find_resumable", "format_table",
+           "is_run_dir", "new_run_dir", "read_config", "read_metrics", "results_table",
+           "run_status", "versions", "write_config", "write_history", "write_json"]
 
 
 def default_runs_root(recipe_name: str) -> Path:
     return Path("runs") / recipe_name
 
 
+def check_output_dir(path: Path, key: str = "output_dir") -> None:
+    """Raise unless a run directory can be created at ``path`` (checked without writing): no
+    file in the way and the nearest existing ancestor is a writable directory."""
+    if path.exists() and not path.is_dir():
+        raise SamatError(f"{key}: {path} is a file, not a directory; choose another path")
+    ancestor = path
+    while not ancestor.exists():
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise SamatError(f"{key}: {path} lies under the file {ancestor}; choose another path")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise SamatError(f"{key}: {ancestor} is not writable; choose a writable directory")
+
+
+def make_dirs(path: Path, key: str = "output_dir") -> None:
+    """``mkdir -p path``, an OSError becoming a one-line error naming ``key``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SamatError(f"{key}: cannot create {path}: {exc.strerror or exc}; choose a writable "
+                         "directory") from None
+
+
 def new_run_dir(root: Path) -> Path:
-    """A fresh ``root/<YYYYmmdd-HHMMSS>[-N]`` directory."""
+    """A fresh ``root/<YYYYmmdd-HHMMSS>[-N]`` directory, created atomically (two processes
+    starting in the same second get different directories)."""
+    make_dirs(root)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate, n = root / stamp, 1
-    while candidate.exists():
-        n += 1
-        candidate = root / f"{stamp}-{n}"
-    (candidate / CHECKPOINT.parent).mkdir(parents=True)
-    return candidate
+    for n in range(1, 10_000):
+        candidate = root / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise SamatError(f"output_dir: cannot create {candidate}: {exc.strerror or exc}; "
+                             "choose a writable directory") from None
+        return candidate
+    raise SamatError(f"output_dir: {root} holds too many runs started in the second {stamp}")
 
 
 def is_run_dir(path: Path) -> bool:
     return (path / CONFIG).is_file()
 
 
+def _order(path: Path) -> tuple[str, int]:
+    match = _STAMP.fullmatch(path.name)
+    return (match.group(1), int(match.group(2) or 1)) if match else ("", 0)
+
+
 def find_resumable(output_dir: Path | None, runs_root: Path) -> Path:
-    """The run to continue: ``output_dir`` itself, or the newest run under ``runs_root``."""
+    """The run to continue: ``output_dir`` itself, or the newest run (by its start time) under
+    ``runs_root``. Whether it can be resumed is the caller's question."""
     if output_dir is not None:
-        if (output_dir / CHECKPOINT).is_file():
+        if is_run_dir(output_dir):
             return output_dir
-        raise SamatError(
-            f"--resume: no checkpoint at {output_dir / CHECKPOINT}; run without --resume to start"
-        )
-    runs = sorted(
-        (p for p in runs_root.glob("*") if (p / CHECKPOINT).is_file()),
-        key=lambda p: (p / CHECKPOINT).stat().st_mtime,
-    )
+        raise SamatError(f"--resume: {output_dir} holds no run ({CONFIG} missing); run without "
+                         "--resume to start one")
+    runs = sorted((p for p in runs_root.glob("*") if _order(p)[0] and p.is_dir()), key=_order)
     if not runs:
-        raise SamatError(
-            f"--resume: no run to resume under {runs_root}/ (no checkpoints/last.pt); "
-            "run without --resume to start one"
-        )
+        raise SamatError(f"--resume: no run to resume under {runs_root}/; run without --resume "
+                         "to start one")
     return runs[-1]
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a reader never sees half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
-    os.replace(tmp, path)
-
-
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, tuple | set):
-        return list(obj)
-    return str(obj)
-
-
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
-    tmp = run_dir / (CONFIG + ".tmp")
-    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-    os.replace(tmp, run_dir / CONFIG)
+    write_text(run_dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
-    return yaml.safe_load((run_dir / CONFIG).read_text())
+    """The run's resolved recipe; a missing or malformed file is a one-line error."""
+    path = run_dir / CONFIG
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SamatError(f"{path}: missing; this is not a complete samat run directory") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        problem = getattr(exc, "problem", None) or exc
+        raise SamatError(f"{path}: unreadable ({problem}); restore it or start a new run") from None
+    if not isinstance(data, dict):
+        raise SamatError(f"{path}: not a samat config (expected a mapping); restore it or start "
+                         "a new run")
+    return data
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """``metrics.json`` of ``run_dir`` (None if absent); unreadable is a one-line error."""
+    path = run_dir / METRICS
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise SamatError(f"{path}: unreadable ({exc}); delete it to evaluate the run "
+                         "again") from None
+    if not isinstance(data, dict):
+        raise SamatError(f"{path}: not a samat metrics file")
+    return data
+
+
+def run_status(metrics: dict[str, Any] | None) -> str | None:
+    """``finished``, ``diverged`` or None (no metrics yet); runs older than the ``status`` key
+    count as finished."""
+    if metrics is None:
+        return None
+    return metrics.get("status", FINISHED)
 
 
 def write_history(path: Path, records: list[dict[str, Any]]) -> None:
-    """Rewrite ``history.jsonl`` (one JSON object per epoch) atomically."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, default=_jsonable) + "\n" for r in records))
-    os.replace(tmp, path)
+    """Rewrite ``history.jsonl`` (one strict JSON object per epoch) atomically."""
+    from samat.atomic import to_json
 
-
-def git_commit(path: Path) -> dict[str, Any] | None:
-    """Commit and dirty flag of the git checkout holding ``path`` (None outside git)."""
-    try:
-        def git(*args: str) -> str:
-            return subprocess.run(
-                ["git", "-C", str(path), *args], capture_output=True, text=True, check=True,
-                timeout=10,
-            ).stdout.strip()
-
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
-    except (OSError, subprocess.SubprocessError):
-        return None
+    write_text(path, "".join(to_json(r) + "\n" for r in records))
 
 
 def versions() -> dict[str, Any]:
-    """Versions of Python, samat, torch and every loaded plugin, and samat's git commit."""
+    """Versions of Python, samat, torch and every loaded plugin, and the git commit of samat's
+    own source tree (read from disk: no git command runs)."""
     import torch
 
     import samat
+    from samat.gitinfo import git_info
     from samat.plugins import plugin_versions
 
     return {
@@ -118,8 +166,7 @@ def versions() -> dict[str, Any]:
         "samat": samat.__version__,
         "torch": torch.__version__,
         "plugins": plugin_versions(),
-        "samat_git": git_commit(Path(samat.__file__).parent),
-        "cwd_git": git_commit(Path.cwd()),
+        "samat_git": git_info(Path(samat.__file__).parent),
     }
 
 
@@ -161,6 +208,9 @@ def results_table(metrics: dict[str, Any]) -> str:
               if isinstance(v, int | float)]
     records = {k: v for k, v in metrics.get("report", {}).items()
                if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)}
+    skipped = metrics.get("training", {}).get("skipped_steps")
+    if skipped:
+        extras.append(f"skipped steps (non-finite, train.on_nonfinite=skip): {skipped}")
     parts = [title, table, *extras]
     for name, recs in records.items():
         headers = list(recs[0])

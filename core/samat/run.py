@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from samat import distributed, results
+from samat.atomic import remove_temporaries
 from samat.build import (
     check_components,
     create_attack,
@@ -23,9 +25,10 @@ from samat.build import (
 from samat.data import device_batches, eval_loader
 from samat.errors import SamatError
 from samat.interfaces import Attack, InputPerturbation, Task, WeightPerturbation
-from samat.recipe import Recipe, recipe_from_dict
+from samat.locking import RunLock, holder_gone
+from samat.recipe import Recipe, flatten, load_recipe, recipe_from_dict
 from samat.seeding import seed_everything
-from samat.train import Trainer
+from samat.train import Diverged, Trainer
 
 log = logging.getLogger("samat")
 
@@ -60,12 +63,13 @@ class Components:
     device: torch.device
 
 
-def build(recipe: Recipe) -> Components:
-    """Create task, model, perturbations and attacks; raises SamatError on any bad input."""
+def build(recipe: Recipe, task: Task | None = None) -> Components:
+    """Create task (unless given, built from this recipe's task config), model, perturbations
+    and attacks; raises SamatError on any bad input."""
     device = resolve_device(recipe.device)
     check_components(recipe)
     seed_everything(recipe.seed)
-    task = create_task(recipe.task.name, "task", **_task_params(recipe))
+    task = task or create_task(recipe.task.name, "task", **_task_params(recipe))
     model = task.build_model().to(device)
     t = recipe.train
     optimizer_params = dict(t.optimizer.params)
@@ -86,9 +90,9 @@ def build(recipe: Recipe) -> Components:
     return Components(task, model, weight, input_perturbation, attacks, device)
 
 
-def prepare(recipe: Recipe) -> tuple[Components, Trainer]:
+def prepare(recipe: Recipe, task: Task | None = None) -> tuple[Components, Trainer]:
     """Everything a run needs, validated: the components and their trainer."""
-    c = build(recipe)
+    c = build(recipe, task)
     return c, Trainer(recipe, c.task, c.model, c.weight, c.input, c.device)
 
 
@@ -128,55 +132,134 @@ def run(
     *,
     resume: bool = False,
     recipe: Recipe | None = None,
+    lock: RunLock | None = None,
 ) -> dict[str, Any]:
     """Run a recipe end to end and return the ``metrics.json`` content.
 
-    Under torchrun every process calls it; rank 0 alone writes the run directory."""
-    from samat.recipe import load_recipe
-
+    The run directory is locked for the whole run (:mod:`samat.locking`); ``lock`` is one the
+    caller (a sweep) already holds on ``output_dir``. Resuming a finished run returns its
+    results without re-running anything. Raises :class:`samat.train.Diverged` after recording
+    ``"status": "diverged"`` when training met a non-finite value. Under torchrun every
+    process calls it; rank 0 alone writes the run directory."""
     recipe = recipe or load_recipe(recipe_path, overrides)
     with distributed.process_group(resolve_device(recipe.device)) as world:
         components, trainer = prepare(recipe)
-        run_dir = distributed.on_main(lambda: _run_dir(recipe, resume))
-        handler = _log_to(run_dir / results.LOG) if world.is_main else None
+        held: list[RunLock] = []
         try:
-            return _train_and_evaluate(recipe, components, trainer, run_dir,
-                                       Path(recipe_path), resume)
+            run_dir, mode = distributed.on_main(lambda: _open(recipe, resume, lock, held))
+            if mode == "finished":
+                log.info("%s finished already; its results (nothing was re-run):", run_dir)
+                return results.read_metrics(run_dir)
+            if mode == "resume":
+                trainer.load(run_dir / results.CHECKPOINT)
+            handler = _log_to(run_dir / results.LOG) if world.is_main else None
+            try:
+                return _train_and_evaluate(recipe, components, trainer, run_dir,
+                                           Path(recipe_path), mode == "resume",
+                                           held[0].verify if held else None)
+            finally:
+                if handler is not None:
+                    logging.getLogger("samat").removeHandler(handler)
+                    handler.close()
         finally:
-            if handler is not None:
-                logging.getLogger("samat").removeHandler(handler)
-                handler.close()
+            for own in held:
+                own.release()
 
 
-def _run_dir(recipe: Recipe, resume: bool) -> Path:
-    """The run directory: the one to resume, or a new one holding ``config.yaml``."""
+def _open(recipe: Recipe, resume: bool, lock: RunLock | None, held: list[RunLock]
+          ) -> tuple[Path, str]:
+    """Lock the run directory and say what to do in it: ``new`` (config written), ``resume``
+    (checked against the saved config) or ``finished`` (results exist). Appends a lock this
+    call took to ``held``; nothing is written on error."""
     output_dir = Path(recipe.output_dir) if recipe.output_dir else None
-    runs_root = output_dir or results.default_runs_root(recipe.name)
     if resume:
-        run_dir = results.find_resumable(output_dir, runs_root)
-        saved = recipe_from_dict(results.read_config(run_dir))
-        _check_same(saved, recipe, run_dir)
-    elif output_dir is not None and results.is_run_dir(output_dir):
-        raise SamatError(f"output_dir: {output_dir} already holds a run; pass --resume to "
-                         "continue it or choose another output_dir")
+        run_dir = results.find_resumable(output_dir, output_dir or
+                                         results.default_runs_root(recipe.name))
+        _lock(run_dir, lock, held)
+        _check_same(_saved_recipe(run_dir), recipe, run_dir)
+        if results.run_status(results.read_metrics(run_dir)) == results.FINISHED:
+            return run_dir, "finished"
+        if not (run_dir / results.CHECKPOINT).is_file():
+            raise SamatError(
+                f"--resume: {run_dir} stopped before its first checkpoint (nothing to resume); "
+                "run without --resume to start again (that directory can be deleted)")
+        remove_temporaries(run_dir / results.CHECKPOINT.parent)
+        remove_temporaries(run_dir)
+        return run_dir, "resume"
+    if output_dir is None:
+        root = results.default_runs_root(recipe.name)
+        results.check_output_dir(root, "name")
+        run_dir = results.new_run_dir(root)
     else:
-        run_dir = output_dir or results.new_run_dir(runs_root)
-        (run_dir / results.CHECKPOINT.parent).mkdir(parents=True, exist_ok=True)
-        results.write_config(run_dir, recipe.as_dict())
-    return run_dir
+        results.check_output_dir(output_dir)
+        if results.is_run_dir(output_dir):
+            raise SamatError(f"output_dir: {output_dir} already holds a run; pass --resume to "
+                             "continue it or choose another output_dir")
+        results.make_dirs(output_dir)
+        run_dir = output_dir
+    _lock(run_dir, lock, held)
+    if results.is_run_dir(run_dir):  # another process started there since the check above
+        raise SamatError(f"output_dir: {run_dir} already holds a run; pass --resume to "
+                         "continue it or choose another output_dir")
+    results.make_dirs(run_dir / results.CHECKPOINT.parent)
+    results.write_config(run_dir, recipe.as_dict())
+    return run_dir, "new"
+
+
+def _saved_recipe(run_dir: Path) -> Recipe:
+    """The recipe ``run_dir`` was started with; an invalid one names its file."""
+    try:
+        return recipe_from_dict(results.read_config(run_dir))
+    except SamatError as exc:
+        if str(exc).startswith(str(run_dir / results.CONFIG)):
+            raise
+        raise SamatError(f"{run_dir / results.CONFIG}: not a valid samat config ({exc}); "
+                         "restore it or start a new run") from None
+
+
+def _lock(run_dir: Path, lock: RunLock | None, held: list[RunLock]) -> None:
+    """Take ``run_dir``'s lock (or check that ``lock``, the caller's, is that lock)."""
+    if lock is not None:
+        if lock.directory.resolve() != run_dir.resolve():
+            raise SamatError(f"internal: lock for {lock.directory} given for {run_dir}")
+        return
+    own = RunLock(run_dir)
+    deadline = time.monotonic() + own.stale_after_s + own.heartbeat_s
+    while not own.acquire():
+        holder = own.holder()
+        if holder is not None and holder_gone(holder) and time.monotonic() < deadline:
+            log.info("%s: the process that held it (%s) is gone; waiting for its lock to expire",
+                     run_dir, holder.describe())
+            time.sleep(min(1.0, own.heartbeat_s))
+            continue
+        who = holder.describe() if holder else "another process"
+        raise SamatError(f"{run_dir} is in use by {who}; wait for it to finish, or stop it")
+    held.append(own)
+
+
+FILE_ONLY = "samat_file_only"
+"""A log record with this attribute set goes to the run's log.txt, not to the terminal."""
+
+RESUME_IGNORES = ("device", "output_dir", "name", "description", "train.on_nonfinite")
+"""Recipe keys that may differ on ``--resume`` (where the run lives and how to treat a
+non-finite step, e.g. resuming a diverged run with ``train.on_nonfinite=skip``)."""
 
 
 def _check_same(saved: Recipe, current: Recipe, run_dir: Path) -> None:
-    a, b = saved.as_dict(), current.as_dict()
-    for key in ("device", "output_dir", "name"):
-        a.pop(key, None), b.pop(key, None)
-    if a != b:
-        diff = [k for k in a if a.get(k) != b.get(k)]
+    a, b = flatten(saved.as_dict()), flatten(current.as_dict())
+    diff = [k for k in sorted(set(a) | set(b), key=lambda k: (k not in a, k))
+            if a.get(k) != b.get(k) and k not in RESUME_IGNORES]
+    if diff:
+        shown = "; ".join(f"{k}: {_value(a.get(k))} vs {_value(b.get(k))}" for k in diff[:5])
+        more = f" (and {len(diff) - 5} more)" if len(diff) > 5 else ""
         raise SamatError(
-            f"--resume: the recipe differs from the one {run_dir} was started with "
-            f"(keys: {', '.join(diff)}; seed {saved.seed} vs {current.seed}); "
-            f"resume with the same recipe and overrides, or start a new run"
+            f"--resume: the recipe differs from the one {run_dir} was started with (saved vs "
+            f"now): {shown}{more}; resume with the same recipe and overrides, or start a new run"
         )
+
+
+def _value(value: Any) -> str:
+    return "(absent)" if value is None else str(value)
 
 
 def _log_to(path: Path) -> logging.Handler:
@@ -190,11 +273,10 @@ def _log_to(path: Path) -> logging.Handler:
 
 def _train_and_evaluate(
     recipe: Recipe, c: Components, trainer: Trainer, run_dir: Path, recipe_path: Path,
-    resume: bool,
+    resume: bool, verify: Callable[[], None] | None,
 ) -> dict[str, Any]:
     checkpoint = run_dir / results.CHECKPOINT
     if resume:
-        trainer.load(checkpoint)
         log.info("resumed %s at epoch %d, step %d", run_dir, trainer.progress.epoch,
                  trainer.progress.step)
     else:
@@ -202,41 +284,92 @@ def _train_and_evaluate(
                  trainer.world.size)
     main = trainer.world.is_main
     history = run_dir / results.HISTORY
-    progress = trainer.fit(checkpoint if main else None, history if main else None)
+    try:
+        progress = trainer.fit(checkpoint if main else None, history if main else None, verify)
+    except Diverged as diverged:
+        if main:
+            _record_divergence(recipe, c, trainer, run_dir, recipe_path, diverged, verify)
+        raise
     if main:
         for label, attack in c.attacks:
             attack.set_output(run_dir, label)
     evaluation = evaluate(c, recipe)
-    optimizer = {"name": recipe.train.optimizer.name, **recipe.train.optimizer.params}
     metrics = {
-        "recipe": {"path": str(recipe_path), "name": recipe.name},
-        "run_dir": str(run_dir),
-        "task": {"name": recipe.task.name, "params": _task_params(recipe), **c.task.describe()},
-        "metric": c.task.metric,
-        "higher_is_better": c.task.higher_is_better,
+        **_facts(recipe, c, trainer, run_dir, recipe_path),
+        "status": results.FINISHED,
         **evaluation,
-        "training": {
-            "weight_perturbation": c.weight.describe(),
-            "input_perturbation": c.input.describe(),
-            "optimizer": optimizer,
-            "schedule": recipe.as_dict()["train"]["schedule"],
-            "epochs": trainer.epochs,
-            "steps": progress.step,
-            "batch_size": recipe.train.batch_size,
-            "world_size": trainer.world.size,
-            "train_time_s": progress.train_time,
-            "mean_step_time_s": progress.train_time / max(progress.step, 1),
-            "final": progress.history[-1] if progress.history else None,
-        },
         "report": c.task.report(c.model),
-        "seed": recipe.seed,
-        "device": str(c.device),
-        "versions": results.versions(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    metrics["training"].update({
+        "final": progress.history[-1] if progress.history else None,
+    })
     if main:
+        if verify is not None:
+            verify()
         results.write_json(run_dir / results.METRICS, metrics)
         from samat.plugins import call_result_hooks
 
         call_result_hooks(metrics, str(run_dir))
     return metrics
+
+
+def _facts(recipe: Recipe, c: Components, trainer: Trainer, run_dir: Path, recipe_path: Path
+           ) -> dict[str, Any]:
+    """What every ``metrics.json`` records about the run, whatever its outcome."""
+    progress = trainer.progress
+    optimizer = {"name": recipe.train.optimizer.name, **recipe.train.optimizer.params}
+    training = {
+        "weight_perturbation": c.weight.describe(),
+        "input_perturbation": c.input.describe(),
+        "optimizer": optimizer,
+        "schedule": recipe.as_dict()["train"]["schedule"],
+        "epochs": trainer.epochs,
+        "steps": progress.step,
+        "batch_size": recipe.train.batch_size,
+        "world_size": trainer.world.size,
+        "train_time_s": progress.train_time,
+        "mean_step_time_s": progress.train_time / max(progress.step, 1),
+        "on_nonfinite": recipe.train.on_nonfinite,
+        "skipped_steps": progress.skipped,
+    }
+    return {
+        "recipe": {"path": str(recipe_path), "name": recipe.name},
+        "run_dir": str(run_dir),
+        "task": {"name": recipe.task.name, "params": _task_params(recipe), **c.task.describe()},
+        "metric": c.task.metric,
+        "higher_is_better": c.task.higher_is_better,
+        "training": training,
+        "seed": recipe.seed,
+        "device": str(c.device),
+        "versions": results.versions(),
+    }
+
+
+def _record_divergence(
+    recipe: Recipe, c: Components, trainer: Trainer, run_dir: Path, recipe_path: Path,
+    diverged: Diverged, verify: Callable[[], None] | None,
+) -> None:
+    """``metrics.json`` with ``"status": "diverged"``, and the log line saying what is kept."""
+    kept = trainer.checkpointed
+    metrics = {
+        **_facts(recipe, c, trainer, run_dir, recipe_path),
+        "status": results.DIVERGED,
+        "diverged": {**diverged.record(), "on_nonfinite": recipe.train.on_nonfinite,
+                     "checkpoint": kept},
+        "natural": None,
+        "attacks": [],
+        "average_under_attack": None,
+        "report": {},
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if verify is not None:
+        verify()
+    results.write_json(run_dir / results.METRICS, metrics)
+    where = (f"the last finite checkpoint (epoch {kept['epoch']}, step {kept['step']}) is kept"
+             if kept else "no checkpoint was written")
+    log.error("%s; %s; %s records status: diverged", diverged, where, run_dir / results.METRICS,
+              extra={FILE_ONLY: True})  # the CLI prints the error line itself
+    diverged.args = (f"{diverged}; {where}; {run_dir / results.METRICS} records status: "
+                     "diverged (lower the learning rate or radius, or set "
+                     "train.on_nonfinite=skip to skip such steps)",)

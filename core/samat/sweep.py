@@ -26,6 +26,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +36,14 @@ from typing import Any
 
 import yaml
 
-from samat import results
-from samat.errors import SamatError
-from samat.recipe import parse_override, read_yaml, recipe_from_dict
+from samat import lifeline, results
+from samat.build import check_components
+from samat.errors import DIVERGED_EXIT, SamatError
+from samat.interfaces import Task
+from samat.locking import LOCK_NAME, RunLock, lock_state
+from samat.recipe import Recipe, load_yaml_text, parse_override, read_yaml, recipe_from_dict
+from samat.run import prepare, run
+from samat.train import Diverged
 
 log = logging.getLogger("samat")
 
@@ -52,12 +60,19 @@ class Point:
     values: dict[str, Any]  # grid axis -> value
     overrides: list[str]  # key=value strings that make this point from the base recipe
 
-    def status(self, root: Path) -> str:
-        """``done`` (metrics.json), ``partial`` (a checkpoint), ``stale`` (a run directory
-        that never checkpointed) or ``pending``."""
+    def status(self, root: Path, ours: bool = False) -> str:
+        """``done`` or ``diverged`` (metrics.json), ``running`` (its lock is held, unless
+        ``ours``), ``partial`` (a checkpoint), ``stale`` (a run directory that never
+        checkpointed) or ``pending``."""
         path = root / self.name
-        if (path / results.METRICS).is_file():
-            return "done"
+        try:
+            status = results.run_status(results.read_metrics(path))
+        except SamatError:
+            status = None  # a half-written metrics file cannot exist (atomic); treat as absent
+        if status is not None:
+            return "done" if status == results.FINISHED else status
+        if not ours and path.is_dir() and lock_state(path)[0] == "held":
+            return "running"
         if (path / results.CHECKPOINT).is_file():
             return "partial"
         if results.is_run_dir(path):
@@ -97,7 +112,7 @@ def split_arguments(args: list[str]) -> tuple[dict[str, list[Any]], list[str]]:
         parts, value = parse_override(text)
         raw = text.partition("=")[2].strip()
         if isinstance(value, str) and "," in raw and not raw.startswith(("[", "{")):
-            items = [yaml.safe_load(v) for v in raw.split(",")]
+            items = [load_yaml_text(v) for v in raw.split(",")]
             if any(v is None for v in items):
                 raise SamatError(f"sweep axis '{text}': empty value; write key=v1,v2,...")
             axes[".".join(parts)] = items
@@ -151,9 +166,10 @@ def _dir_value(value: Any) -> str:
     return str(value).replace("/", "_").replace(" ", "")
 
 
-def load_sweep(recipe_path: str | Path, args: list[str] = ()) -> Sweep:
+def load_sweep(recipe_path: str | Path, args: list[str] = (), build: bool = True) -> Sweep:
     """Read ``recipe_path``'s ``sweep:`` block plus command-line axes/overrides, and check
-    every point's recipe (nothing is built or written)."""
+    every point's recipe: names and keys, then (``build``) by building every point as
+    ``samat run`` would. Nothing is written."""
     data = read_yaml(recipe_path)
     if not isinstance(data, dict):
         raise SamatError(f"{recipe_path}: expected a mapping of keys at the top level")
@@ -168,7 +184,7 @@ def load_sweep(recipe_path: str | Path, args: list[str] = ()) -> Sweep:
     grid = _check_grid(block.get("grid"), f"{SWEEP_KEY}.grid")
     cases = _check_cases(block.get("cases"), f"{SWEEP_KEY}.cases")
     cli_axes, overrides = split_arguments(list(args))
-    grid.update(cli_axes)
+    grid.update(_check_grid(cli_axes, "sweep axis"))
     if not grid and not cases:
         raise SamatError(
             f"{recipe_path}: nothing to sweep; add a 'sweep:' block with grid/cases to the "
@@ -191,14 +207,30 @@ def load_sweep(recipe_path: str | Path, args: list[str] = ()) -> Sweep:
     names = [p.name for p in sweep.points]
     if len(set(names)) != len(names):
         raise SamatError("sweep: two points map to the same directory; give distinct values")
-    from samat.build import check_components
-
-    for point in sweep.points:
+    recipes = []
+    for point in sweep.points:  # names and keys of every point first: fast
         try:
-            check_components(point_recipe(sweep, point, Path(".")))
+            recipes.append(point_recipe(sweep, point, Path(".")))
+            check_components(recipes[-1])
         except SamatError as exc:
             raise SamatError(f"sweep point {point.name}: {exc}") from None
+    if build:
+        _build_all(sweep, recipes)
     return sweep
+
+
+def _build_all(sweep: Sweep, recipes: list[Recipe]) -> None:
+    """Build every point as ``samat run`` would (task, model, perturbations, attacks, trainer),
+    so that a bad value fails before the first point trains; a task is built once per distinct
+    task configuration."""
+    tasks: dict[str, Task] = {}
+    for point, recipe in zip(sweep.points, recipes, strict=True):
+        key = json.dumps([recipe.task.as_dict(), recipe.seed, recipe.device], default=str)
+        try:
+            components, _ = prepare(recipe, task=tasks.get(key))
+        except SamatError as exc:
+            raise SamatError(f"sweep point {point.name}: {exc}") from None
+        tasks[key] = components.task
 
 
 def point_recipe(sweep: Sweep, point: Point, root: Path) -> Any:
@@ -253,73 +285,173 @@ def _check_same_sweep(sweep: Sweep, root: Path) -> None:
 def run_sweep(sweep: Sweep, root: Path, jobs: int = 1) -> list[dict[str, Any]]:
     """Run every unfinished point (``jobs`` at a time), then write the sweep summary.
 
-    Returns the manifest's point entries.
-    """
+    Each point is trained under its run directory's lock, so any number of sweeps (and cluster
+    workers) sharing ``root`` train each point exactly once: a point another process holds is
+    waited for, and taken over if that process dies. Returns the manifest's point entries;
+    raises :class:`SamatError` naming the points that failed (the others still ran)."""
     if jobs < 1:
         raise SamatError(f"--jobs: must be >= 1, got {jobs}")
     _check_same_sweep(sweep, root)
-    root.mkdir(parents=True, exist_ok=True)
+    results.check_output_dir(root, "--output")
+    results.make_dirs(root, "--output")
     results.write_json(root / MANIFEST, _manifest(sweep, root))
-    todo = []
-    for i, point in enumerate(sweep.points, 1):
-        status = point.status(root)
-        if status == "done":
-            log.info("[%d/%d] %s: finished, skipped", i, len(sweep.points), point.name)
-            continue
-        if status == "stale":  # crashed before its first checkpoint: nothing to keep
-            shutil.rmtree(root / point.name)
-        todo.append((i, point, status == "partial"))
+    queue = _Queue(sweep, root)
     try:
         if jobs == 1:
-            for i, point, resume in todo:
-                _run_in_process(sweep, point, root, resume, f"[{i}/{len(sweep.points)}]")
+            _work(queue, lambda item: _run_in_process(sweep, item, root))
         else:
-            _run_subprocesses(sweep, todo, root, jobs)
+            env = {**os.environ, **lifeline.child_env()}
+            env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+            with ThreadPoolExecutor(jobs) as pool:
+                for future in [pool.submit(_work, queue, lambda item: _run_subprocess(
+                        sweep, item, root, env)) for _ in range(jobs)]:
+                    future.result()
     finally:
         results.write_json(root / MANIFEST, _manifest(sweep, root))
     write_summary(root)
+    diverged = [p.name for p in sweep.points if p.status(root) == "diverged"]
+    if diverged:
+        log.warning("%d point(s) diverged (metrics.json status: diverged): %s", len(diverged),
+                    ", ".join(diverged))
+    if queue.failed:
+        name, why = queue.failed[0]
+        raise SamatError(f"sweep: {len(queue.failed)} point(s) failed, first {name}: {why}; "
+                         "re-run the sweep to retry them")
     return _manifest(sweep, root)["points"]
 
 
-def _run_in_process(sweep: Sweep, point: Point, root: Path, resume: bool, tag: str) -> None:
-    from samat.run import run
+@dataclass
+class _Item:
+    """A point this process now holds the lock of, and how to run it."""
 
-    log.info("%s %s: %s", tag, point.name, "resuming" if resume else "starting")
+    index: int
+    point: Point
+    lock: RunLock
+    resume: bool
+
+    def tag(self, total: int) -> str:
+        return f"[{self.index}/{total}] {self.point.name}"
+
+
+class _Queue:
+    """Hands out the points still to train, each locked; waits for points that other
+    processes are training and takes them over if those processes die."""
+
+    POLL_S = 2.0
+
+    def __init__(self, sweep: Sweep, root: Path) -> None:
+        self.sweep, self.root = sweep, root
+        self.handled: set[str] = set()
+        self.failed: list[tuple[str, str]] = []
+        self._mutex = threading.Lock()
+        self._waiting_logged = False
+
+    def next(self) -> _Item | None:
+        """The next point to run (locked), or None when every point is done or failed."""
+        while True:
+            with self._mutex:
+                item, busy = self._scan()
+            if item is not None or not busy:
+                return item
+            if not self._waiting_logged:
+                log.info("waiting for %d point(s) running in other processes: %s", len(busy),
+                         ", ".join(busy))
+                self._waiting_logged = True
+            time.sleep(self.POLL_S)
+
+    def finished(self, item: _Item, failure: str | None) -> None:
+        item.lock.release()
+        if failure is not None:
+            with self._mutex:
+                self.failed.append((item.point.name, failure))
+
+    def _scan(self) -> tuple[_Item | None, list[str]]:
+        busy = []
+        total = len(self.sweep.points)
+        for index, point in enumerate(self.sweep.points, 1):
+            if point.name in self.handled:
+                continue
+            status = point.status(self.root)
+            if status in ("done", "diverged"):
+                self.handled.add(point.name)
+                log.info("[%d/%d] %s: %s, skipped", index, total, point.name,
+                         "finished" if status == "done" else "diverged")
+                continue
+            path = self.root / point.name
+            results.make_dirs(path, "--output")
+            lock = RunLock(path)
+            if not lock.acquire():
+                busy.append(point.name)
+                continue
+            status = point.status(self.root, ours=True)  # again: nobody else can change it now
+            if status in ("done", "diverged"):
+                lock.release()
+                continue  # finished by another process meanwhile: reported on the next scan
+            if status == "stale":  # stopped before its first checkpoint: nothing to keep
+                _clear(path)
+            self.handled.add(point.name)
+            return _Item(index, point, lock, status == "partial"), busy
+        return None, busy
+
+
+def _clear(path: Path) -> None:
+    """Remove everything in a point directory but its lock."""
+    for child in path.iterdir():
+        if child.name == LOCK_NAME:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _work(queue: _Queue, run_one: Callable[[_Item], str | None]) -> None:
+    """Run points from ``queue`` until none is left; ``run_one`` returns a failure or None."""
+    while (item := queue.next()) is not None:
+        failure = "interrupted"
+        try:
+            failure = run_one(item)
+        finally:
+            queue.finished(item, failure)
+
+
+def _run_in_process(sweep: Sweep, item: _Item, root: Path) -> str | None:
+    total = len(sweep.points)
+    log.info("%s: %s", item.tag(total), "resuming" if item.resume else "starting")
     try:
-        run(sweep.recipe_path, resume=resume, recipe=point_recipe(sweep, point, root))
+        run(sweep.recipe_path, resume=item.resume, recipe=point_recipe(sweep, item.point, root),
+            lock=item.lock)
+    except Diverged as exc:
+        log.warning("%s: %s", item.tag(total), exc)
     except SamatError as exc:
-        raise SamatError(f"sweep point {point.name}: {exc}") from None
+        log.error("%s: failed: %s", item.tag(total), exc)
+        return str(exc)
+    return None
 
 
-def _run_subprocesses(
-    sweep: Sweep, todo: list[tuple[int, Point, bool]], root: Path, jobs: int
-) -> None:
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-
-    def one(item: tuple[int, Point, bool]) -> tuple[Point, int, str]:
-        i, point, resume = item
-        log.info("[%d/%d] %s: %s", i, len(sweep.points), point.name,
-                 "resuming" if resume else "starting")
-        out_dir = root / point.name
-        out_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "samat", "run", str(sweep.recipe_path), *sweep.overrides,
-               *point.overrides, f"output_dir={out_dir}", *(["--resume"] if resume else [])]
-        with open(out_dir / "sweep_output.txt", "w") as out:
-            code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
-        tail = (out_dir / "sweep_output.txt").read_text().strip().splitlines()[-1:] or [""]
-        log.info("[%d/%d] %s: %s", i, len(sweep.points), point.name,
-                 "finished" if code == 0 else f"failed (exit {code})")
-        return point, code, tail[0]
-
-    with ThreadPoolExecutor(jobs) as pool:
-        failed = [(p, code, tail) for p, code, tail in pool.map(one, todo) if code != 0]
-    if failed:
-        p, code, tail = failed[0]
-        raise SamatError(
-            f"sweep: {len(failed)} point(s) failed, first {p.name} (exit {code}): {tail} "
-            f"(full output in {root / p.name / 'sweep_output.txt'}); re-run to retry them"
-        )
+def _run_subprocess(sweep: Sweep, item: _Item, root: Path, env: dict[str, str]) -> str | None:
+    """``samat run`` of the point in a child process that inherits the point's lock and dies
+    with this one; exit 0 finished, 3 diverged, anything else a failure."""
+    total = len(sweep.points)
+    log.info("%s: %s", item.tag(total), "resuming" if item.resume else "starting")
+    out_dir = root / item.point.name
+    cmd = [sys.executable, "-m", "samat", "run", str(sweep.recipe_path), *sweep.overrides,
+           *item.point.overrides, f"output_dir={out_dir}", *(["--resume"] if item.resume else [])]
+    output = out_dir / "sweep_output.txt"
+    with open(output, "w") as out:
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
+                              env={**env, **item.lock.child_env()}).returncode
+    lines = output.read_text().strip().splitlines()
+    tail = next((line for line in reversed(lines) if line.startswith("samat: error:")),
+                lines[-1] if lines else "")
+    if code == 0:
+        log.info("%s: finished", item.tag(total))
+        return None
+    if code == DIVERGED_EXIT:
+        log.warning("%s: %s", item.tag(total), tail.removeprefix("samat: error: "))
+        return None
+    log.error("%s: failed (exit %d): %s", item.tag(total), code, tail)
+    return f"exit {code}: {tail} (full output in {output})"
 
 
 def write_summary(root: Path) -> None:

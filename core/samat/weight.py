@@ -8,13 +8,34 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from samat.interfaces import LossFn, StepResult, WeightPerturbation
+from samat.interfaces import LossFn, NonFiniteStep, StepResult, WeightPerturbation
+from samat.optim import SAM, frozen_bn_stats
 
 ASCENTS = ("global", "replica")
 
 
-def _detach(output: Any) -> Any:
+def detach(output: Any) -> Any:
+    """``output.detach()`` for a tensor, else ``output`` itself."""
     return output.detach() if isinstance(output, Tensor) else output
+
+
+def finite_or_abort(step: WeightPerturbation, sam: SAM, what: str, value: Tensor | float
+                    ) -> None:
+    """``step.check_finite(what, value)``; on failure SAM's step in progress is abandoned
+    (weights restored exactly) before :class:`NonFiniteStep` propagates."""
+    try:
+        step.check_finite(what, value)
+    except NonFiniteStep:
+        sam.abort_step()
+        raise
+
+
+def ascend_checked(step: WeightPerturbation, sam: SAM) -> None:
+    """``sam.first_step(zero_grad=True)``, then check its gradient norm (not under a GradScaler,
+    which expects and skips non-finite gradients itself)."""
+    sam.first_step(zero_grad=True)
+    if step.scaler is None:
+        finite_or_abort(step, sam, "gradient norm", sam.grad_norm)
 
 
 class PlainStep(WeightPerturbation):
@@ -30,7 +51,7 @@ class PlainStep(WeightPerturbation):
     def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult:
         loss, output = self.clean_pass(model, loss_fn, x, y)
         self.apply_step()
-        return StepResult(loss.detach(), _detach(output))
+        return StepResult(loss.detach(), detach(output))
 
 
 class SAMStep(WeightPerturbation):
@@ -57,8 +78,6 @@ class SAMStep(WeightPerturbation):
         adaptive: bool = False,
         ascent: str = "global",
     ) -> None:
-        from samat.optim import SAM
-
         if not rho > 0:
             raise ValueError(f"rho must be > 0, got {rho}")
         if ascent not in ASCENTS:
@@ -67,18 +86,18 @@ class SAMStep(WeightPerturbation):
         self.optimizer = SAM(params, base_optimizer_cls, rho=rho, adaptive=adaptive, **base_kwargs)
 
     def step(self, model: nn.Module, loss_fn: LossFn, x: Any, y: Tensor) -> StepResult:
-        from samat.optim import frozen_bn_stats
-
         sam = self.optimizer
         no_sync = getattr(model, "no_sync", None)  # DistributedDataParallel's
         with no_sync() if self.ascent == "replica" and no_sync else nullcontext():
             loss, output = self.clean_pass(model, loss_fn, x, y)
-        sam.first_step(zero_grad=True)  # the ascent direction ignores the gradient scale
+        ascend_checked(self, sam)  # the ascent direction ignores the gradient scale
         with frozen_bn_stats(model):
-            self.backward(loss_fn(model(x), y))
+            perturbed = loss_fn(model(x), y)
+        finite_or_abort(self, sam, "loss at the perturbed weights", perturbed)
+        self.backward(perturbed)
         self.apply_step()  # SAM.step() restores w, then the base step (skipped on inf/NaN)
         sam.zero_grad(set_to_none=True)
-        return StepResult(loss.detach(), _detach(output))
+        return StepResult(loss.detach(), detach(output))
 
     def describe(self) -> dict[str, Any]:
         described = {"name": "asam" if self.adaptive else "sam", "rho": self.rho,

@@ -6,12 +6,13 @@ flip) is applied per item on tensors, with torch's global RNG (which the trainer
 
 CIFAR pickles are read directly in their standard layout: torchvision's ``CIFAR10`` verifies the
 md5 of every file on load, which only the official files pass, so torchvision is used here for
-``download`` only.
+``download`` only. They are unpickled with :func:`samat.unpickle.load`, allowing only the numpy
+array globals real (and re-packaged) CIFAR files hold (:data:`CIFAR_GLOBALS`): a file under
+``task.root`` cannot run code, even under ``samat validate``.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
+from samat import unpickle
 from samat.errors import MissingDataError
 
 DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagefolder", "digits")
@@ -123,9 +125,42 @@ def _download_fix(root: Path, folder: str) -> str:
             f"containing {folder}/ (now {root})")
 
 
-def _read_pickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+_NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")  # numpy 1 / numpy 2
+CIFAR_GLOBALS = frozenset(
+    {(m, "_reconstruct") for m in _NUMPY_MODULES} | {(m, "scalar") for m in _NUMPY_MODULES}
+    | {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+    | {("numpy", "ndarray"), ("numpy", "dtype")}
+)
+"""Globals a CIFAR pickle may name: numpy array and scalar reconstruction (numpy 1 and 2
+module names, protocol 2 and 5 forms). Dicts, lists, str, bytes and ints need none."""
+
+
+def _read_pickle(path: Path, kind: str) -> dict[str, object]:
+    """The dict pickled at ``path`` with ``str`` keys (``b'data'`` and ``'data'`` alike),
+    decoded as ``pickle.load(encoding="latin1")`` would, no code run."""
+    fix = f"replace it with the original {kind} file (task.download=true fetches it)"
+    entry = unpickle.load(path, CIFAR_GLOBALS, encoding="latin1", what=f"task.root: {path}",
+                          hint=fix)
+    if not isinstance(entry, dict) or not all(isinstance(k, (str, bytes)) for k in entry):
+        raise MissingDataError(f"task.root: {path} is not a {kind} pickle (expected a dict with "
+                               f"str or bytes keys, got {type(entry).__name__}); {fix}")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
+def _cifar_batch(entry: dict[str, object], label_key: str,
+                 num_classes: int) -> tuple[np.ndarray, list[int]]:
+    """``(N, 3, 32, 32)`` uint8 images and N int labels, or ``ValueError`` saying what is off."""
+    if "data" not in entry or label_key not in entry:
+        raise ValueError(f"needs 'data' and '{label_key}'")
+    data, side = np.asarray(entry["data"]), 3 * 32 * 32
+    if data.dtype.kind not in "iu" or data.size % side or (
+            data.dtype != np.uint8 and data.size and (data.min() < 0 or data.max() > 255)):
+        raise ValueError("'data' must hold N x 3072 pixel values in 0..255")
+    labels, n = np.asarray(entry[label_key]), data.size // side
+    if labels.shape != (n,) or (n and (labels.dtype.kind not in "iu" or labels.min() < 0
+                                       or labels.max() >= num_classes)):
+        raise ValueError(f"'{label_key}' must be {n} integers in 0..{num_classes - 1}")
+    return data.astype(np.uint8, copy=False).reshape(n, 3, 32, 32), labels.tolist()
 
 
 def load_cifar(name: str, root: Path, download: bool, augment_train: bool) -> Splits:
@@ -137,7 +172,7 @@ def load_cifar(name: str, root: Path, download: bool, augment_train: bool) -> Sp
     else:
         folder, train_files, test_files = "cifar-100-python", ["train"], ["test"]
         meta, label_key, num_classes, stats = "meta", "fine_labels", 100, CIFAR100_STATS
-    directory = root / folder
+    directory, kind = root / folder, name.upper().replace("CIFAR", "CIFAR-")
     files = [*train_files, *test_files, meta]
     if download:
         _download_cifar(name, root)
@@ -145,21 +180,23 @@ def load_cifar(name: str, root: Path, download: bool, augment_train: bool) -> Sp
     if missing:
         partial = f"; missing: {', '.join(missing)}" if len(missing) < len(files) else ""
         layout = f"{', '.join(files)} (the python pickle version{partial})"
-        raise _missing(name.upper().replace("CIFAR", "CIFAR-"), directory.resolve(), layout,
-                       _download_fix(root.resolve(), folder))
+        raise _missing(kind, directory.resolve(), layout, _download_fix(root.resolve(), folder))
 
     def read(names: list[str]) -> tuple[Tensor, Tensor]:
         data, labels = [], []
         for n in names:
-            entry = _read_pickle(directory / n)
-            if "data" not in entry or label_key not in entry:
+            try:
+                images, targets = _cifar_batch(_read_pickle(directory / n, kind), label_key,
+                                               num_classes)
+            except ValueError as error:
                 raise MissingDataError(
-                    f"task.root: {directory / n} is not a {name} pickle (needs 'data' and "
-                    f"'{label_key}'); re-download it with task.download=true")
-            data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.extend(entry[label_key])
-        return torch.from_numpy(np.concatenate(data)), torch.tensor(labels)
+                    f"task.root: {directory / n} is not a {name} pickle ({error}); "
+                    "re-download it with task.download=true") from None
+            data.append(images)
+            labels.extend(targets)
+        return torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.long)
 
+    _read_pickle(directory / meta, kind)  # label names: unused, but must be data too
     train, test = read(train_files), read(test_files)
     return Splits(TensorImages(*train, train_augment=augment_train), TensorImages(*test),
                   num_classes, 3, 32, *stats, source=str(directory))

@@ -52,6 +52,10 @@ class ImageClassificationTask(Task):
             if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
                                       or value < 1):
                 raise ValueError(f"{name} must be an integer >= 1 or null, got {value!r}")
+        if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32-1], got {seed!r}")
+        if augment is not None and not isinstance(augment, bool):
+            raise ValueError(f"augment must be true, false or null, got {augment!r}")
         if resize is not None and dataset in ("cifar10", "cifar100", "digits"):
             raise ValueError(f"resize applies to tinyimagenet and imagefolder, not {dataset}")
         if download and dataset in ("imagefolder", "digits"):

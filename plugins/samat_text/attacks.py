@@ -31,7 +31,7 @@ class TextAttackRecipe(Attack):
     def __init__(self, model: TextClassifier, name: str, recipe: str,
                  n_examples: int | None, query_budget: int | None, seed: int, pop_size: int,
                  max_iters: int, spec: dict[str, str], cache: str | None,
-                 output_csv: str | None) -> None:
+                 output_csv: str | None, trust_pickle: bool = False) -> None:
         if not isinstance(model, TextClassifier):
             raise TypeError(f"{name} attacks text_classification models, got "
                             f"{type(model).__name__}")
@@ -45,32 +45,38 @@ class TextAttackRecipe(Attack):
         self.model, self.name, self.recipe = model, name, recipe
         self.n_examples, self.query_budget, self.seed = n_examples, query_budget, int(seed)
         self.pop_size, self.max_iters = int(pop_size), int(max_iters)
-        self.spec = resources.ResourceSpec(**spec)
+        self.spec = resources.ResourceSpec(**spec, trust_pickle=trust_pickle)
         self.used = tuple(spec)
         self.cache = cache_dir(cache)
         self.output_csv = output_csv
         self.run_output: Path | None = None
         self.stopwords = resources.load_stopwords(self.spec.stopwords, self.cache)
-        self._check_downloads()
+        self.counterfitted: resources.CounterFitted | None = None
+        self.hownet_bank: dict[str, dict[str, list[str]]] | None = None
+        self._load_resources()
         self.tagger = None
         if "pos_tagger" in self.used and self.spec.pos_tagger != "fallback":
-            self.tagger = resources.load_tagger(self.spec.pos_tagger)
+            self.tagger = resources.load_tagger(self.spec.pos_tagger, self.spec.trust_pickle)
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         raise TypeError(f"{self.name} works on raw texts: use it through the text_classification "
                         "task, or call attack_texts(texts, labels)")
 
-    def _check_downloads(self) -> None:
-        """Fetch (or find cached) every ``download`` resource now, before any training."""
-        names = {"embedding": resources.EMBEDDING_S3, "hownet": resources.HOWNET_S3}
-        wanted = [names[k] for k in ("embedding", "hownet")
-                  if k in self.used and getattr(self.spec, k) == "download"]
-        if not wanted:
-            return
-        with textattack_session(self.cache, resources.nltk_root(self.cache)) as ta, \
-                resources.resolved_downloads(ta, self.spec, None):
-            for name in wanted:
-                ta.shared.utils.download_from_s3(name)
+    def _load_resources(self) -> None:
+        """Read the embedding and HowNet bank now, before any training (fetching ``download``
+        ones into the cache), with no code run from them: TextAttack gets only these."""
+        wanted = [k for k in ("embedding", "hownet")
+                  if k in self.used and getattr(self.spec, k) != "fallback"]
+        paths = {k: Path(getattr(self.spec, k)).expanduser() for k in wanted
+                 if getattr(self.spec, k) != "download"}
+        if len(paths) < len(wanted):
+            with textattack_session(self.cache, resources.nltk_root(self.cache)) as ta:
+                paths.update({k: resources.fetch(ta, k) for k in wanted if k not in paths})
+        if "embedding" in paths:
+            self.counterfitted = resources.load_counterfitted(paths["embedding"],
+                                                              self.spec.embedding)
+        if "hownet" in paths:
+            self.hownet_bank = resources.load_hownet(paths["hownet"], self.spec.hownet)
 
     def attack_texts(self, texts: list[str], labels: list[int]) -> dict[str, Any]:
         """Attack the first ``n_examples`` pairs; TextAttack's summary fields, in percent."""
@@ -116,19 +122,16 @@ class TextAttackRecipe(Attack):
         had, previous = resources.EMBEDDING_KEY in objects, objects.pop(
             resources.EMBEDDING_KEY, None)
         stack.callback(_restore, objects, resources.EMBEDDING_KEY, had, previous)
-        bank_file = None
-        if self.spec.embedding == "fallback" and "embedding" in self.used:
-            objects[resources.EMBEDDING_KEY] = resources.fallback_embedding(
-                ta, self.model.hf, self.model.tokenizer)
-        if "hownet" in self.used and self.spec.hownet == "fallback":
-            embedding = resources.fallback_embedding(ta, self.model.hf, self.model.tokenizer)
-            words = {w for text in texts for w in ta.shared.AttackedText(text).words}
-            bank = resources.fallback_hownet_bank(embedding, words)
-            bank_file = resources.write_bank(bank, self.cache / "fallback")
-            stack.callback(bank_file.unlink, missing_ok=True)
+        served: dict[str, Path] = {}
+        if "embedding" in self.used:
+            objects[resources.EMBEDDING_KEY] = (
+                self.counterfitted.word_embedding(ta) if self.counterfitted is not None
+                else resources.fallback_embedding(ta, self.model.hf, self.model.tokenizer))
+        if "hownet" in self.used:
+            served[resources.HOWNET_S3] = self._bank_file(ta, stack, texts)
         if "pos_tagger" in self.used:
             stack.enter_context(resources.pos_source(ta, self.tagger))
-        with resources.resolved_downloads(ta, self.spec, bank_file):
+        with resources.resolved_downloads(ta, served):
             attack = getattr(ta.attack_recipes, self.recipe).build(wrapper)
         for constraint in attack.pre_transformation_constraints:
             if hasattr(constraint, "stopwords"):
@@ -137,14 +140,31 @@ class TextAttackRecipe(Attack):
         attack.search_method.max_iters = self.max_iters
         return attack
 
+    def _bank_file(self, ta: Any, stack: ExitStack, texts: list[str]) -> Path:
+        """The HowNet bank (loaded, or the fallback built for ``texts``) pickled by samat to a
+        fresh file, deleted when ``stack`` closes."""
+        if self.hownet_bank is not None:
+            bank, directory, prefix = self.hownet_bank, self.cache / "hownet", "hownet_"
+        else:
+            embedding = resources.fallback_embedding(ta, self.model.hf, self.model.tokenizer)
+            words = {w for text in texts for w in ta.shared.AttackedText(text).words}
+            bank = resources.fallback_hownet_bank(embedding, words)
+            directory, prefix = self.cache / "fallback", "fallback_hownet_"
+        bank_file = resources.write_bank(bank, directory, prefix)
+        stack.callback(bank_file.unlink, missing_ok=True)
+        return bank_file
+
     def describe(self) -> dict[str, Any]:
         used = self.spec.describe()
-        return {
+        described = {
             "name": self.name, "textattack_recipe": self.recipe, "n_examples": self.n_examples,
             "query_budget": self.query_budget, "seed": self.seed, "pop_size": self.pop_size,
             "max_iters": self.max_iters, "max_length": self.model.max_length,
             "resources": {k: used[k] for k in self.used},
         }
+        if "pos_tagger" in self.used:
+            described["trust_pickle"] = self.spec.trust_pickle
+        return described
 
 
 def _restore(objects: dict[str, Any], key: str, had: bool, previous: Any) -> None:
@@ -208,12 +228,17 @@ def pso(model: TextClassifier, loss_fn: LossFn | None = None, n_examples: int | 
         query_budget: int | None = None, seed: int = 0, pop_size: int = 60, max_iters: int = 20,
         stopwords: str = "download", hownet: str = "download",
         pos_tagger: str = resources.FLAIR_SLOT, cache_dir: str | None = None,
-        output_csv: str | None = None) -> TextAttackRecipe:
-    """TextAttack PSOZang2020: HowNet sememe swaps searched by particle swarm optimisation."""
+        output_csv: str | None = None, trust_pickle: bool = False) -> TextAttackRecipe:
+    """TextAttack PSOZang2020: HowNet sememe swaps searched by particle swarm optimisation.
+
+    ``trust_pickle=true`` lets ``pos_tagger`` be a flair model file: that runs code from that
+    file (flair unpickles it whole), so set it only for a file you trust. flair's own model
+    names (:data:`samat_text.resources.FLAIR_MODELS`) and ``fallback`` need no trust.
+    """
     return TextAttackRecipe(
         model, "pso", "PSOZang2020", n_examples, query_budget, seed, pop_size, max_iters,
         {"stopwords": stopwords, "hownet": hownet, "pos_tagger": pos_tagger}, cache_dir,
-        output_csv,
+        output_csv, trust_pickle,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,9 @@ from torch import Tensor, nn
 
 from samat.interfaces import Bounds, Task
 from samat_toy.theory import duality_table
+
+MAX_VALUES = 10**9
+"""Most feature values (examples x (n + 1)) one split may hold: the data live in memory."""
 
 
 class SignScoreLinear(nn.Module):
@@ -59,8 +62,24 @@ class ToyDualityTask(Task):
         for name, value, low in (("n_train", n_train, 1), ("n_test", n_test, 1), ("seed", seed, 0)):
             if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            if name != "seed" and isinstance(n, Integral) and value * (n + 1) > MAX_VALUES:
+                raise ValueError(f"{name} * (n + 1) = {value * (n + 1):.3g} feature values exceed "
+                                 f"the {MAX_VALUES:.0e} this in-memory task holds; lower {name} "
+                                 "or n")
+        if isinstance(theory_eps, str) or not isinstance(theory_eps, Sequence) or not all(
+                isinstance(e, Real) and not isinstance(e, bool) for e in theory_eps):
+            raise ValueError(f"theory_eps must be a list of numbers in [0, eta), got "
+                             f"{theory_eps!r}")
+        if isinstance(eta, Real) and eta > 0 and not all(0 <= e < eta for e in theory_eps):
+            raise ValueError(f"theory_eps values must be in [0, eta={eta}), got "
+                             f"{list(theory_eps)}")
         self.theory_eps = tuple(float(e) for e in theory_eps)
-        self._theory = duality_table(p, eta, n, self.theory_eps)  # validates p, eta, n, eps
+        try:
+            self._theory = duality_table(p, eta, n, self.theory_eps)  # validates p, eta, n, eps
+        except RuntimeError as exc:  # a saturated model: the exact optima are out of reach
+            raise ValueError(f"p={p}, eta={eta}, n={n}, theory_eps={list(self.theory_eps)}: the "
+                             f"exact theory cannot be computed ({exc}); use less extreme "
+                             "values") from None
         self.p, self.eta, self.n = float(p), float(eta), int(n)
         self.n_train, self.n_test, self.seed = int(n_train), int(n_test), int(seed)
 

@@ -70,6 +70,7 @@ class ESAM(SAM):
         with_grad = [(g, p) for g in self.param_groups for p in g["params"] if p.grad is not None]
         self._saved = [(p, self._copy_of(p)) for _, p in with_grad]
         grad_norm = self._grad_norm()
+        self.grad_norm = float(grad_norm)
         if torch.isfinite(grad_norm):
             for group, p in with_grad:
                 mask = torch.rand(p.shape, device=p.device, generator=self.generator) < self.beta

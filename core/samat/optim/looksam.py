@@ -101,6 +101,13 @@ class LookSAM(SAM):
         self._pending = True
 
     @torch.no_grad()
+    def abort_step(self) -> None:
+        """SAM's :meth:`~samat.optim.SAM.abort_step`; the step does not count (the next one is
+        a SAM step again)."""
+        self._pending = False
+        super().abort_step()
+
+    @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
         """Store ``u`` from ``g_s`` (the current gradients), then SAM's restore and base step."""
         self._capture()

@@ -2,14 +2,14 @@
 
 Drop-in compatible with the widely copied https://github.com/davda54/sam API, plus exact weight
 restoration, a single saved copy of the weights, ``torch.amp.GradScaler`` support and
-BatchNorm-statistics freezing for the second pass.
+BatchNorm-statistics freezing for the second pass (in every calling style).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import ExitStack
 from typing import Any
 
 import torch
@@ -69,8 +69,9 @@ class SAM(Optimizer):
     on the SAM object drive the base optimizer. ``rho`` and ``adaptive`` are per-group
     defaults. The ascent step uses one gradient norm over all groups:
     ``e = rho * g / ||g||``, or with ``adaptive=True`` ``e = rho * w**2 * g / || |w| * g ||``.
-    Pass ``model`` to freeze its BatchNorm running statistics during the second pass of
-    ``step(closure)``.
+    Pass ``model`` to freeze its BatchNorm running statistics from ``first_step`` until the
+    step ends (``second_step``, ``step()`` as called by ``GradScaler.step``, or the end of
+    ``step(closure)``), so they are updated once per step, by the first (clean) pass only.
     """
 
     # GradScaler.step then hands us the scale and the inf check instead of skipping step(), so
@@ -95,9 +96,32 @@ class SAM(Optimizer):
         self.state = self.base_optimizer.state
         self.defaults.update(self.base_optimizer.defaults)
         self.model = model
-        self._saved: list[tuple[Tensor, Tensor]] | None = None
+        self.grad_norm = math.nan
+        """The gradient norm of the last ``first_step`` (the ascent's ``||g||``)."""
+        self._bn_frozen: ExitStack | None = None
+        self._saved_weights: list[tuple[Tensor, Tensor]] | None = None
         # one copy of the weights, reused every step (re-allocating it costs ~3% of a step)
         self._copies: dict[Tensor, Tensor] = {}
+
+    @property
+    def _saved(self) -> list[tuple[Tensor, Tensor]] | None:
+        """``(parameter, saved copy)`` pairs while a step is in progress, else ``None``.
+
+        Setting it starts or ends the step, and with it the freezing of ``model``'s BatchNorm
+        statistics (so subclasses that save the weights themselves get it too).
+        """
+        return self._saved_weights
+
+    @_saved.setter
+    def _saved(self, saved: list[tuple[Tensor, Tensor]] | None) -> None:
+        self._saved_weights = saved
+        if saved is None:
+            frozen, self._bn_frozen = self._bn_frozen, None
+            if frozen is not None:
+                frozen.close()  # exactly once per step
+        elif self.model is not None and self._bn_frozen is None:
+            self._bn_frozen = ExitStack()
+            self._bn_frozen.enter_context(frozen_bn_stats(self.model))
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
@@ -105,7 +129,8 @@ class SAM(Optimizer):
 
         The direction is invariant to the gradient's scale, so GradScaler-scaled gradients are
         fine. With a non-finite gradient norm the weights are not perturbed (``e = 0``) but the
-        step is still in progress.
+        step is still in progress. With ``model``, its BatchNorm statistics stay frozen until
+        the step ends.
         """
         if self._saved is not None:
             raise RuntimeError("first_step() called twice without second_step() in between")
@@ -114,7 +139,7 @@ class SAM(Optimizer):
         for ps, cs in _grouped(params, copies):
             torch._foreach_copy_(cs, ps)
         self._saved = list(zip(params, copies, strict=True))
-        grad_norm = self._grad_norm().item()
+        grad_norm = self.grad_norm = self._grad_norm().item()
         if math.isfinite(grad_norm):
             for group in self.param_groups:
                 scale = group["rho"] / (grad_norm + _EPS)
@@ -122,6 +147,15 @@ class SAM(Optimizer):
                     _ascend(ps, gs, scale, group["adaptive"])
         if zero_grad:
             self.zero_grad()
+
+    @torch.no_grad()
+    def abort_step(self) -> None:
+        """End a step begun by ``first_step`` without any update: the weights are restored
+        exactly, BatchNorm statistics unfrozen and the gradients cleared (e.g. when the loss
+        at the perturbed weights is not finite)."""
+        if self._saved is not None:
+            self._restore()
+        self.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def second_step(self, zero_grad: bool = False) -> None:
@@ -140,15 +174,20 @@ class SAM(Optimizer):
         With ``closure`` (forward + backward without zero_grad, returning the loss), the first
         forward/backward must already have been run: this does ``first_step(zero_grad=True)``,
         ``closure()`` (BatchNorm statistics frozen if ``model`` was given), ``second_step()``
-        and returns the closure's loss. Without it, a ``first_step`` must be in progress; under
-        ``scaler.step(sam)`` the weights are always restored, the gradients unscaled, and the
-        base step skipped if the scaler found inf/NaN gradients.
+        and returns the closure's loss; if the closure raises, the step is abandoned (weights
+        restored, statistics unfrozen, no base step) and the exception propagates. Without it,
+        a ``first_step`` must be in progress; under ``scaler.step(sam)`` the weights are always
+        restored, the gradients unscaled, and the base step skipped if the scaler found inf/NaN
+        gradients.
         """
         if closure is not None:
             self.first_step(zero_grad=True)
-            freeze = frozen_bn_stats(self.model) if self.model is not None else nullcontext()
-            with freeze, torch.enable_grad():
-                loss = closure()
+            try:
+                with torch.enable_grad():
+                    loss = closure()
+            except BaseException:
+                self._restore()
+                raise
             self.second_step()
             return loss
         if self._saved is None:

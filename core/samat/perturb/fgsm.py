@@ -12,7 +12,14 @@ from torch import Tensor, nn
 
 from samat.interfaces import Bounds, InputPerturbation, LossFn
 from samat.optim.bn import frozen_bn_stats
-from samat.perturb.pgd import check_bounds, check_mask, clamp, describe_mask, input_gradient
+from samat.perturb.pgd import (
+    check_bounds,
+    check_linf_eps,
+    check_mask,
+    clamp,
+    describe_mask,
+    input_gradient,
+)
 
 
 class FGSM(InputPerturbation):
@@ -29,6 +36,7 @@ class FGSM(InputPerturbation):
         self.eps = float(eps)
         self.bounds = check_bounds(bounds)
         self.mask = check_mask(mask)
+        check_linf_eps(self.eps, self.bounds)
 
     def describe(self) -> dict[str, Any]:
         return {

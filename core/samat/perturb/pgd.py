@@ -23,9 +23,25 @@ def check_bounds(bounds: Bounds | list[float]) -> Bounds:
     """``bounds`` as a ``(low, high)`` float tuple with ``low < high``, or ``None``."""
     if bounds is None:
         return None
-    if len(bounds) != 2 or not float(bounds[0]) < float(bounds[1]):
+    try:
+        low, high = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        low, high = 0.0, 0.0  # refused below
+    if not low < high:
         raise ValueError(f"bounds must be None or (low, high) with low < high, got {bounds!r}")
-    return float(bounds[0]), float(bounds[1])
+    return low, high
+
+
+def check_linf_eps(eps: float, bounds: Bounds) -> None:
+    """Refuse an ℓ∞ radius wider than the input range ``bounds`` (it would allow every input
+    in range: meaningless, and usually a radius meant in 1/255 units)."""
+    if bounds is None:
+        return
+    low, high = bounds
+    if eps > high - low:
+        hint = f"; did you mean {eps:g}/255?" if (low, high) == (0.0, 1.0) else ""
+        raise ValueError(f"eps must be <= {high - low:g} (the width of the input range "
+                         f"[{low:g}, {high:g}]) for norm linf, got {eps:g}{hint}")
 
 
 def check_mask(mask: Tensor | None) -> Tensor | None:
@@ -107,6 +123,8 @@ class PGD(InputPerturbation):
         self.restarts = int(restarts)
         self.bounds = check_bounds(bounds)
         self.mask = check_mask(mask)
+        if norm == "linf":
+            check_linf_eps(self.eps, self.bounds)
 
     def describe(self) -> dict[str, Any]:
         return {

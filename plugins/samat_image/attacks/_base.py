@@ -49,6 +49,16 @@ def check_positive(name: str, value: float) -> float:
     return float(value)
 
 
+def check_eps(norm: str, eps: float) -> float:
+    """A finite radius > 0; in ℓ∞ at most 1, the width of the image range [0, 1] (a larger one
+    allows every image: meaningless, and usually a radius meant in 1/255 units)."""
+    check_positive("eps", eps)
+    if norm == "linf" and eps > 1:
+        raise ValueError(f"eps must be <= 1 (the width of the input range [0, 1]) for norm linf, "
+                         f"got {eps:g}; did you mean {eps:g}/255?")
+    return float(eps)
+
+
 def check_int(name: str, value: int, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -10,6 +10,7 @@ from samat_image.attacks._base import (
     Component,
     TorchattacksAttack,
     check_choice,
+    check_eps,
     check_int,
     check_norm,
     check_positive,
@@ -34,7 +35,7 @@ def apgd(
     standard version). ``loss_fn`` is not used: APGD optimises its own CE / DLR loss.
     """
     check_norm(norm)
-    check_positive("eps", eps)
+    check_eps(norm, eps)
     check_int("steps", steps)
     check_int("restarts", restarts)
     check_choice("loss", loss, ("ce", "dlr"))

@@ -27,11 +27,11 @@ from samat_image.attacks._base import (
     Component,
     attacking,
     check_choice,
+    check_eps,
     check_images,
     check_int,
     check_n_classes,
     check_norm,
-    check_positive,
     library_version,
 )
 
@@ -137,7 +137,7 @@ def autoattack(
     ``min(9, n_classes - 1)`` target classes are used. ``loss_fn`` is not used.
     """
     check_norm(norm)
-    check_positive("eps", eps)
+    check_eps(norm, eps)
     check_choice("version", version, VERSIONS)
     check_int("n_classes", n_classes, minimum=4)
     check_int("seed", seed, minimum=0)

@@ -9,6 +9,7 @@ from samat_image.attacks._base import (
     NORMS,
     Component,
     TorchattacksAttack,
+    check_eps,
     check_int,
     check_norm,
     check_positive,
@@ -38,7 +39,7 @@ def fab(
     ``loss_fn`` is not used (FAB works on the logits' decision boundary).
     """
     check_norm(norm)
-    check_positive("eps", eps)
+    check_eps(norm, eps)
     check_int("steps", steps)
     check_int("n_classes", n_classes, minimum=2)
     if not isinstance(targeted, bool):

@@ -10,6 +10,7 @@ from samat_image.attacks._base import (
     Component,
     TorchattacksAttack,
     check_choice,
+    check_eps,
     check_int,
     check_norm,
     check_positive,
@@ -35,7 +36,7 @@ def square(
     rescaled schedule); torchattacks' own default rescales the schedule. ``loss_fn`` is not used.
     """
     check_norm(norm)
-    check_positive("eps", eps)
+    check_eps(norm, eps)
     check_int("n_queries", n_queries)
     check_int("restarts", restarts)
     check_positive("p_init", p_init)
