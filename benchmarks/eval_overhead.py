@@ -39,7 +39,7 @@ from step_cost import (
 )
 from torch import Tensor
 
-from samat.build import create_attack
+from samat.factories import create_attack
 from samat.interfaces import Accuracy
 
 TARGET = 1.05

@@ -2,9 +2,9 @@
 
 Two workloads, each timed separately: a CIFAR PreActResNet-18 (``--width`` sets the first stage's
 channels) and a DeepLabv3 (segmentation-models-pytorch, random init) with the segmentation task's
-loss. Every method is built through samat's public path (``samat.build``) and a step is exactly
-what the trainer runs: ``x_in = input_perturbation.perturb(model, x, y, loss)`` followed by
-``weight_perturbation.step(model, loss, x_in, y)`` with the model in train mode. Methods are
+loss. Every method is built through samat's public path (``samat.factories``) and a step is exactly
+what the trainer runs, ``samat.train_step(input_perturbation, weight_perturbation, model, loss,
+x, y)``, with the model in train mode. Methods are
 timed round-robin in blocks of ``--steps`` consecutive steps (a multiple of LookSAM's k, so each
 block holds whole k-cycles), method order reversed every other round; the ratio to SGD is the
 median over rounds of ``t_method / t_sgd`` from the same round. A control row, ``2x_sgd``, times
@@ -38,9 +38,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
-from samat.build import create_input_perturbation, create_task, create_weight_perturbation
+from samat.factories import create_input_perturbation, create_task, create_weight_perturbation
 from samat.interfaces import InputPerturbation, LossFn, Task, WeightPerturbation
 from samat.plugins import registries
+from samat.step import train_step
 
 MODELS = ("prn18", "deeplabv3")
 NUM_CLASSES = 10
@@ -150,8 +151,7 @@ class Method:
     def step(self, x: Tensor, y: Tensor) -> None:
         """One training step, exactly as ``samat.train`` runs it (minus the LR scheduler)."""
         for _ in range(self.repeat):
-            x_in = self.input.perturb(self.model, x, y, self.loss)
-            self.weight.step(self.model, self.loss, x_in, y)
+            train_step(self.input, self.weight, self.model, self.loss, x, y)
 
 
 def row_names(pgd_steps: int) -> list[str]:
@@ -166,7 +166,7 @@ def missing_perturbations(names: list[str]) -> dict[str, str]:
 
 
 def build_method(name: str, workload: Workload, pgd_steps: int) -> Method:
-    """Row ``name`` on a fresh copy of the workload's model, built through ``samat.build``."""
+    """Row ``name`` on a fresh copy of the workload's model, built through ``samat.factories``."""
     task = workload.task
     model = copy.deepcopy(workload.model).train()
     weight_name, weight_params = WEIGHT_ROWS.get(name, ("none", {}))
@@ -270,7 +270,7 @@ def peak_step_memory(name: str, workload: Workload, pgd_steps: int, steps: int,
 def sam_saved_bytes(method: Method, x: Tensor, y: Tensor) -> dict[str, Any]:
     """Bytes SAM holds between ``first_step`` and ``second_step``, against the parameter bytes.
 
-    ``samat.optim.SAM.first_step`` keeps ``(param, saved copy)`` pairs in ``_saved`` until
+    ``samat.weight.SAM.first_step`` keeps ``(param, saved copy)`` pairs in ``_saved`` until
     ``second_step`` restores them; the clones' distinct storages are counted during a real step.
     """
     sam = method.weight.optimizer

@@ -1,15 +1,18 @@
-"""Shared fixtures: a fresh plugin state per test and helpers to run the CLI."""
+"""Shared fixtures: a fresh plugin state per test, core's fixture task, helpers to run the CLI."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
-from samat import locking, plugins
+from samat import locking, plugins, testing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,3 +48,32 @@ def run_cli():
 def root() -> Path:
     """The repository root (recipes/, examples/, ...)."""
     return ROOT
+
+
+@pytest.fixture
+def fixture_task() -> Iterator[str]:
+    """Task ``fixture`` (:class:`samat.testing.FixtureTask`) registered for the test; its name.
+
+    torch runs on one thread meanwhile: on a model this small intra-op threads only add overhead,
+    and they stall (tens of ms per BatchNorm call) when other processes load the cores."""
+    with one_thread(), testing.fixture_plugin():
+        yield testing.TASK_NAME
+
+
+@pytest.fixture
+def fixture_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment in which subprocesses (``samat run``/``sweep``, torchrun workers) know
+    task ``fixture``: pass it as ``env=`` to ``run_cli`` or ``subprocess``."""
+    env = testing.fixture_env(tmp_path_factory.mktemp("fixture_site"))
+    return {**env, "OMP_NUM_THREADS": "1"}  # one torch thread, as in the fixture_task fixture
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one intra-op thread for the ``with`` block."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from samat import hookimpl, plugins
+from samat import hookimpl
 from samat.interfaces import Task
+from samat.testing import registered
 
 
 class PoisonTask(Task):
@@ -51,13 +51,9 @@ class _Plugin:
         register("poison_test", PoisonTask)
 
 
-@contextmanager
-def poison_task() -> Iterator[None]:
-    plugins.register_plugin(_Plugin(), "poison_test")
-    try:
-        yield
-    finally:
-        plugins.unregister_plugin("poison_test")
+def poison_task() -> AbstractContextManager[None]:
+    """Task ``poison_test`` registered for the ``with`` block."""
+    return registered(_Plugin(), "poison_test")
 
 
 def recipe(tmp_path, **train) -> dict:

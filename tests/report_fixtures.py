@@ -1,12 +1,17 @@
-"""Synthetic finished run directories (config.yaml + metrics.json) for report/plot tests."""
+"""Synthetic finished run directories (config.yaml + metrics.json) for report/plot tests, and
+throwaway in-process plugins."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from samat import plugins
 
 FGSM = {"name": "fgsm", "eps": 1 / 255, "bounds": [0.0, 1.0], "mask": None}
 PGD_LINF = {"name": "pgd", "norm": "linf", "eps": 1 / 255, "alpha": 0.25 / 255, "steps": 10,
@@ -14,6 +19,8 @@ PGD_LINF = {"name": "pgd", "norm": "linf", "eps": 1 / 255, "alpha": 0.25 / 255, 
 PGD_L2 = {**PGD_LINF, "norm": "l2", "eps": 32 / 255, "alpha": 8 / 255}
 CIFAR10 = {"name": "image_classification", "dataset": "cifar10", "root": "data",
            "model": "preactresnet18"}
+SAM = {"name": "sam", "rho": 0.1, "adaptive": False}
+AT = {"name": "pgd", "norm": "linf", "eps": 8 / 255, "alpha": 2 / 255, "steps": 10}
 
 
 def make_run(
@@ -65,3 +72,25 @@ def make_run(
     (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (path / "metrics.json").write_text(json.dumps(metrics))
     return path
+
+
+def three_seeds(root: Path) -> None:
+    """SGD over seeds 0-2, SAM over seeds 0-1, AT with one seed; attacks FGSM and PGD."""
+    for seed, (nat, fgsm, pgd) in enumerate([(90, 50, 30), (92, 54, 33), (94, 58, 30)]):
+        make_run(root / "sgd" / f"s{seed}", seed=seed, natural=nat,
+                 attacks={"FGSM": (FGSM, fgsm), "PGD": (PGD_LINF, pgd)})
+    for seed, (nat, fgsm, pgd) in enumerate([(95, 60, 40), (96, 62, 44)]):
+        make_run(root / "sam" / f"s{seed}", seed=seed, natural=nat, weight=SAM,
+                 attacks={"FGSM": (FGSM, fgsm), "PGD": (PGD_LINF, pgd)})
+    make_run(root / "at" / "s0", natural=80, inp=AT,
+             attacks={"FGSM": (FGSM, 78), "PGD": (PGD_LINF, 77)})
+
+
+@contextmanager
+def plugin_registered(plugin: object, name: str) -> Iterator[None]:
+    """``plugin`` (an object with ``samat.hookimpl`` methods) registered in-process meanwhile."""
+    plugins.register_plugin(plugin, name)
+    try:
+        yield
+    finally:
+        plugins.unregister_plugin(name)

@@ -48,9 +48,14 @@ def test_step_cost_smoke(bench: dict[str, ModuleType], tmp_path: Path,
     assert prn["methods"]["sam"]["target_ratio"] == pytest.approx(2.05)
     assert prn["methods"]["looksam"]["target_ratio"] == pytest.approx(1.25)
     assert prn["methods"]["pgd2_at"]["target_ratio"] == pytest.approx(3.5)
-    assert prn["methods"]["sam"]["pass"] in (True, False)
+    for row in prn["methods"].values():  # a verdict exactly where there is a target
+        assert row["pass"] == (None if row["target_ratio"] is None
+                               else row["ratio_to_sgd"] <= row["target_ratio"])
     assert prn["methods"]["asam"]["pass"] is None
-    assert prn["sam_vs_2x_sgd"] > 0 and isinstance(results["all_pass"], bool)
+    assert prn["sam_vs_2x_sgd"] > 0
+    assert results["all_pass"] == all(
+        w["sam_memory"]["pass"] and all(r["pass"] is not False for r in w["methods"].values())
+        for w in results["models"].values())
     assert prn["info"]["width"] == 4 and prn["info"]["param_tensors"] == 56
 
     mem = prn["sam_memory"]
@@ -100,7 +105,8 @@ def test_eval_overhead_smoke(bench: dict[str, ModuleType], tmp_path: Path) -> No
     results = json.loads(out.read_text())
     assert results == json.loads(json.dumps(returned))
     assert results["ratio"] > 0 and results["ratio_min"] > 0
-    assert results["target_ratio"] == pytest.approx(1.05) and results["pass"] in (True, False)
+    assert results["target_ratio"] == pytest.approx(1.05)
+    assert results["pass"] == (results["ratio"] <= results["target_ratio"])
     assert set(results["seconds"]) == {"samat", "torchattacks"}
     assert all(len(t["per_round"]) == 2 for t in results["seconds"].values())
     assert results["identical_without_random_start"] is True

@@ -10,56 +10,80 @@ import yaml
 
 from samat.cli import main
 
-QUICK = ["train.epochs=2", "task.n_train=512", "task.n_test=512"]
+pytestmark = pytest.mark.usefixtures("fixture_task")
+
+GOOD = "task: {name: fixture, n_train: 64, n_test: 64}\ntrain: {epochs: 1}\n"
 
 
-def test_quickstart_end_to_end(tmp_path: Path, root: Path, run_cli) -> None:
-    proc = run_cli("run", str(root / "recipes" / "quickstart.yaml"), *QUICK, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "natural" in proc.stdout and "average over attacks" in proc.stdout
-    assert "theory:" in proc.stdout
-    (run_dir,) = (tmp_path / "runs" / "quickstart").iterdir()
-    assert f"run directory: runs/quickstart/{run_dir.name}" in proc.stdout
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+RUN = """name: quick
+seed: 3
+task: {name: fixture, n_train: 512, n_test: 128}
+train:
+  epochs: 2
+  batch_size: 64
+  optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
+  weight_perturbation: {name: sam, rho: 0.1}
+eval:
+  attacks:
+    - {name: fgsm, eps: 0.1}
+    - {name: pgd, norm: linf, eps: 0.1, alpha: 0.025, steps: 10, random_start: false}
+"""
+
+
+def test_run_end_to_end_then_resume_reports_again(tmp_path: Path, run_cli,
+                                                  fixture_env: dict[str, str]) -> None:
+    recipe = write(tmp_path, RUN)
+    first = run_cli("run", recipe, cwd=tmp_path, env=fixture_env)
+    assert first.returncode == 0, first.stderr
+    assert "natural" in first.stdout and "average over attacks" in first.stdout
+    (run_dir,) = (tmp_path / "runs" / "quick").iterdir()
+    assert f"run directory: runs/quick/{run_dir.name}" in first.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["metric"] == "accuracy" and metrics["natural"]["n_examples"] == 512
-    assert 80 < metrics["natural"]["accuracy"] <= 100
+    assert metrics["metric"] == "accuracy" and metrics["natural"]["n_examples"] == 128
+    assert metrics["natural"]["accuracy"] > 60  # 3 classes: chance is 33
     pgd = metrics["attacks"][1]
     assert pgd["attack"] == {"name": "pgd", "norm": "linf", "eps": 0.1, "alpha": 0.025,
                              "steps": 10, "random_start": False, "restarts": 1,
-                             "bounds": None, "mask": "custom"}
-    assert pgd["accuracy"] <= metrics["natural"]["accuracy"] and pgd["n_examples"] == 512
+                             "bounds": [0.0, 1.0], "mask": None}
+    assert pgd["accuracy"] < metrics["natural"]["accuracy"] and pgd["n_examples"] == 128
     assert metrics["training"]["weight_perturbation"] == {"name": "sam", "rho": 0.1,
                                                           "adaptive": False}
     assert metrics["training"]["mean_step_time_s"] > 0
-    assert metrics["versions"]["torch"] and "toy" in metrics["versions"]["plugins"]
-    assert metrics["seed"] == 0 and metrics["task"]["params"]["seed"] == 0
-    assert set(metrics["report"]) >= {"w_r", "theory"}
+    assert metrics["versions"]["torch"] and "samat_fixture" in metrics["versions"]["plugins"]
+    assert metrics["seed"] == 3 and metrics["task"]["params"]["seed"] == 3
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["train"]["epochs"] == 2 and config["task"]["n_train"] == 512
     assert len((run_dir / "history.jsonl").read_text().splitlines()) == 2
     assert (run_dir / "checkpoints" / "last.pt").is_file()
     assert "natural accuracy" in (run_dir / "log.txt").read_text()
 
-
-def test_resume_of_finished_run_reports_again(tmp_path: Path, root: Path, run_cli) -> None:
-    recipe = str(root / "recipes" / "quickstart.yaml")
-    assert run_cli("run", recipe, *QUICK, cwd=tmp_path).returncode == 0
-    proc = run_cli("run", recipe, *QUICK, "--resume", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert len(list((tmp_path / "runs" / "quickstart").iterdir())) == 1
+    again = run_cli("run", recipe, "--resume", cwd=tmp_path, env=fixture_env)
+    assert again.returncode == 0, again.stderr
+    assert "finished already" in again.stderr
+    assert again.stdout == first.stdout  # the same table, nothing re-run
+    assert len(list((tmp_path / "runs" / "quick").iterdir())) == 1
 
 
-def test_validate_trains_nothing(tmp_path: Path, root: Path, monkeypatch, capsys) -> None:
+def test_validate_trains_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["validate", str(root / "recipes" / "toy_duality.yaml")]) == 0
-    assert "OK" in capsys.readouterr().out
+    recipe = write(tmp_path, GOOD + "eval: {attacks: [{name: fgsm, eps: 0.1}]}\n")
+    assert main(["validate", recipe]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{recipe}: OK — task fixture (") and "1 attack(s): fgsm" in out
     assert not (tmp_path / "runs").exists()
 
 
 def test_plugins_and_list(capsys) -> None:
     assert main(["plugins", "--json"]) == 0
     listed = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
-    assert listed["toy"]["error"] is None and listed["core"]["version"]
+    assert listed["core"]["error"] is None and listed["core"]["version"]
+    assert listed["samat_fixture"]["hooks"] == ["samat_register_tasks"]
     assert main(["plugins"]) == 0
     assert "register_tasks" in capsys.readouterr().out
     assert main(["list", "attacks"]) == 0
@@ -69,16 +93,10 @@ def test_plugins_and_list(capsys) -> None:
     out = capsys.readouterr().out
     assert "sam" in out and "weight" in out and "input" in out
     assert main(["list", "tasks"]) == 0
-    assert "toy_duality" in capsys.readouterr().out
-
-
-def write(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "r.yaml"
-    path.write_text(text)
-    return str(path)
-
-
-GOOD = "task: {name: toy_duality, n: 4, n_train: 64, n_test: 64}\ntrain: {epochs: 1}\n"
+    assert "\nfixture " in capsys.readouterr().out
+    assert main(["list", "metrics"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert rows["accuracy"][1:] == ["core", "accuracy", "higher"]
 
 
 @pytest.mark.parametrize(
@@ -88,7 +106,7 @@ GOOD = "task: {name: toy_duality, n: 4, n_train: 64, n_test: 64}\ntrain: {epochs
         ("task: {name: toy\n", [], "r.yaml:2:1: malformed YAML"),
         (GOOD + "optimiser: {}\n", [], "Unknown key 'optimiser'."),
         (GOOD, ["train.weight_perturbation.rhoo=1"], "Unknown key 'train.weight_perturbation.rhoo"),
-        (GOOD, ["task.name=toy_dualty"], "Unknown task 'toy_dualty'. Did you mean: toy_duality?"),
+        (GOOD, ["task.name=fixtur"], "Unknown task 'fixtur'. Did you mean: fixture?"),
         (GOOD + "eval: {attacks: [{name: pgdd}]}\n", [],
          "Unknown attack 'pgdd'. Did you mean: pgd"),
         (GOOD + "eval: {attacks: [{name: pgdd}]}\n", [], "(at eval.attacks.0.name)"),
@@ -101,7 +119,7 @@ GOOD = "task: {name: toy_duality, n: 4, n_train: 64, n_test: 64}\ntrain: {epochs
          "train.weight_perturbation: rho must be > 0"),
         (GOOD, ["train.input_perturbation=pgd", "train.input_perturbation.eps=-1"],
          "train.input_perturbation: eps"),
-        (GOOD, ["task.p=2"], "task: p"),
+        (GOOD, ["task.n_classes=1"], "task: n_classes must be an integer >= 2, got 1"),
         (GOOD, ["device=cuda:7"], None),  # only an error where CUDA is missing
         (GOOD, ["nokey"], "override 'nokey': expected key.path=value"),
     ],
@@ -130,8 +148,9 @@ def test_resume_with_no_run_cli(tmp_path: Path, monkeypatch, capsys) -> None:
     assert "--resume: no run to resume under runs/r/" in capsys.readouterr().err
 
 
-def test_errors_in_a_real_process_have_no_traceback(tmp_path: Path, run_cli) -> None:
-    proc = run_cli("run", write(tmp_path, GOOD + "bogus: 1\n"), cwd=tmp_path)
+def test_errors_in_a_real_process_have_no_traceback(tmp_path: Path, run_cli,
+                                                    fixture_env: dict[str, str]) -> None:
+    proc = run_cli("run", write(tmp_path, GOOD + "bogus: 1\n"), cwd=tmp_path, env=fixture_env)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "samat: error: Unknown key 'bogus'. Valid keys here: task, name, description, seed, "

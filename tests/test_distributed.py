@@ -31,8 +31,10 @@ from samat.recipe import recipe_from_dict
 from samat.train import Trainer
 from samat.weight import PlainStep, SAMStep
 
-RECIPE = {
-    "task": {"name": "toy_duality", "n": 10, "n_train": 512, "n_test": 300},
+pytestmark = pytest.mark.usefixtures("fixture_task")
+
+RECIPE = {  # no BatchNorm: per-replica batch statistics would differ from one process's
+    "task": {"name": "fixture", "n_train": 512, "n_test": 300, "batchnorm": False},
     "seed": 1,
     "device": "cpu",
     "train": {
@@ -47,7 +49,6 @@ RECIPE = {
         {"name": "pgd", "norm": "linf", "eps": 0.2, "alpha": 0.05, "steps": 3,
          "random_start": False}]},
 }
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def write_recipe(tmp_path: Path, name: str, **train: object) -> Path:
@@ -58,24 +59,26 @@ def write_recipe(tmp_path: Path, name: str, **train: object) -> Path:
     return path
 
 
-def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def torchrun(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``samat run ARGS`` under torchrun with 2 processes (``env`` knows task ``fixture``)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node=2", "-m", "samat", "run", *args]
-    done = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=240)
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
-def weights(run_dir: Path) -> Tensor:
-    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"][
-        "linear.weight"]
+def weights(run_dir: Path) -> dict[str, Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
 def assert_same_run(single: dict, parallel_dir: Path, history: bool = True) -> None:
     """Same weights (1e-5), same evaluation (sharded over 2 ranks), same history."""
     parallel = json.loads((parallel_dir / "metrics.json").read_text())
-    torch.testing.assert_close(weights(parallel_dir), weights(Path(single["run_dir"])),
-                               atol=1e-5, rtol=0)
+    ours, reference = weights(parallel_dir), weights(Path(single["run_dir"]))
+    assert list(ours) == list(reference) and len(ours) == 4  # 2 linear layers: weight, bias
+    for name, tensor in reference.items():
+        torch.testing.assert_close(ours[name], tensor, atol=1e-5, rtol=0, msg=name)
     assert parallel["natural"] == single["natural"]
     assert [a["accuracy"] for a in parallel["attacks"]] == [a["accuracy"] for a in
                                                            single["attacks"]]
@@ -91,11 +94,13 @@ def assert_same_run(single: dict, parallel_dir: Path, history: bool = True) -> N
                                                             b["eval_accuracy"])
 
 
-def test_nproc_sgd_equals_one_process_and_only_rank_0_writes(tmp_path: Path) -> None:
+def test_nproc_sgd_equals_one_process_and_only_rank_0_writes(
+        tmp_path: Path, fixture_env: dict[str, str]) -> None:
     recipe = write_recipe(tmp_path, "sgd")
     single = run_module.run(recipe, [f"output_dir={tmp_path / 'single'}"])
     done = subprocess.run([sys.executable, "-m", "samat", "run", "--nproc", "2", str(recipe)],
-                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=240)
+                          cwd=tmp_path, env=fixture_env, capture_output=True, text=True,
+                          timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "sgd").iterdir()  # one run directory, made by rank 0
     assert sorted(p.name for p in run_dir.iterdir()) == [
@@ -106,16 +111,17 @@ def test_nproc_sgd_equals_one_process_and_only_rank_0_writes(tmp_path: Path) -> 
     assert_same_run(single, run_dir)
 
 
-def test_torchrun_sam_global_ascent_equals_one_process(tmp_path: Path) -> None:
+def test_torchrun_sam_global_ascent_equals_one_process(tmp_path: Path,
+                                                       fixture_env: dict[str, str]) -> None:
     recipe = write_recipe(tmp_path, "sam", weight_perturbation={"name": "sam", "rho": 0.1})
     single = run_module.run(recipe, [f"output_dir={tmp_path / 'single'}"])
-    torchrun(str(recipe), f"output_dir={tmp_path / 'ddp'}", cwd=tmp_path)
+    torchrun(str(recipe), f"output_dir={tmp_path / 'ddp'}", cwd=tmp_path, env=fixture_env)
     assert_same_run(single, tmp_path / "ddp")
 
 
 @pytest.mark.slow  # 12 s; the file stays under a minute without it
 def test_a_one_process_run_resumes_under_torchrun(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fixture_env: dict[str, str]
 ) -> None:
     """The global batches do not depend on the number of processes, so a crashed run continues
     in two processes and ends where the uninterrupted one-process run does."""
@@ -131,7 +137,8 @@ def test_a_one_process_run_resumes_under_torchrun(
     monkeypatch.setattr(Trainer, "save", crash)
     with pytest.raises(KeyboardInterrupt):
         run_module.run(recipe, [f"output_dir={tmp_path / 'crashed'}"])
-    torchrun(str(recipe), f"output_dir={tmp_path / 'crashed'}", "--resume", cwd=tmp_path)
+    torchrun(str(recipe), f"output_dir={tmp_path / 'crashed'}", "--resume", cwd=tmp_path,
+             env=fixture_env)
     assert_same_run(single, tmp_path / "crashed", history=False)  # the resumed epoch's train
     # loss averages only the steps after the crash, as in one process
 
@@ -314,18 +321,16 @@ def test_replica_shards_partition_every_global_batch() -> None:
     assert [b[0].tolist() for b in reference] == single
 
 
-def test_segmentation_confusion_matrices_merge() -> None:
-    from samat_segmentation.metrics import SegmentationMetric
-
+def test_accuracy_states_merge() -> None:
+    """(Every registered task's metric is checked the same way in test_contracts.py.)"""
     gen = torch.Generator().manual_seed(0)
-    logits, target = torch.randn(4, 3, 5, 5, generator=gen), torch.randint(0, 3, (4, 5, 5),
-                                                                           generator=gen)
-    whole, a, b = (SegmentationMetric(3) for _ in range(3))
+    logits, target = torch.randn(10, 3, generator=gen), torch.randint(0, 3, (10,), generator=gen)
+    whole, a, b = (Accuracy() for _ in range(3))
     whole.update(logits, target)
-    a.update(logits[:1], target[:1])
-    b.update(logits[1:], target[1:])
+    a.update(logits[:3], target[:3])
+    b.update(logits[3:], target[3:])
     a.load_state([x + y for x, y in zip(a.state(), b.state(), strict=True)])
-    assert a.compute() == whole.compute()
+    assert a.compute() == whole.compute() and whole.compute()["n_examples"] == 10
     accuracy = Accuracy()
     accuracy.load_state([torch.tensor([3, 4])])
     assert accuracy.compute() == {"accuracy": 75.0, "n_examples": 4}
@@ -349,12 +354,12 @@ def test_metrics_without_state_are_not_shardable() -> None:
 def test_device_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert run_module.resolve_device("cpu") == torch.device("cpu")
+    assert distributed.resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert run_module.resolve_device("auto") == torch.device("cuda", 1)
-    assert run_module.resolve_device("cuda") == torch.device("cuda", 1)
+    assert distributed.resolve_device("auto") == torch.device("cuda", 1)
+    assert distributed.resolve_device("cuda") == torch.device("cuda", 1)
     with pytest.raises(SamatError, match=r"device: 'cuda:0' under torchrun; use auto, cuda \(each"):
-        run_module.resolve_device("cuda:0")
+        distributed.resolve_device("cuda:0")
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -1,4 +1,4 @@
-"""samat.optim.ESAM: beta=1 is SAM, the SWP step by hand, SDS selection, GradScaler, errors."""
+"""samat.weight.ESAM: beta=1 is SAM, the SWP step by hand, SDS selection, GradScaler, errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from samat.optim import ESAM, SAM
+from samat.weight import ESAM, SAM
 
 
 def _data(n: int = 16) -> tuple[Tensor, Tensor]:

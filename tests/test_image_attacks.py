@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samat.build import call_factory
 from samat.errors import SamatError
+from samat.factories import call_factory
 from samat_image.attacks import ATTACKS
 from samat_image.attacks.apgd import apgd
 from samat_image.attacks.autoattack import autoattack
@@ -73,7 +73,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return (model(x).argmax(1) == y).float().mean().item()
 
 
-CASES = {
+CASES = {  # variants of the registered attacks (norms, losses, targeted)
     "autoattack-linf-cheap": (lambda m: autoattack(m, eps=0.1, version="cheap"), "linf", 0.1),
     "autoattack-l2-cheap": (lambda m: autoattack(m, norm="l2", eps=1.0, version="cheap"),
                             "l2", 1.0),
@@ -108,21 +108,19 @@ def check_bound(kind: str, bound: float, attack, x: torch.Tensor, x_adv: torch.T
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_attack_invariants_on_trained_model(case, trained):
+    """What these attacks promise beyond the contract every registered attack keeps (restored
+    modes, BatchNorm statistics and gradients, shape, bounds, eps ball, describe: checked on
+    each registration's example in test_contracts.py): the global RNG restored, a detached
+    result, per-variant bounds, no better accuracy, misclassified examples left alone."""
     model, x, y = trained
     make, kind, bound = CASES[case]
     attack = make(model)
-    model.train()
-    model[1].eval()  # mixed modes must come back exactly
-    running = [b.clone() for b in model[1].buffers()]
+    model.eval()
     rng = torch.get_rng_state()
     x_adv = attack(x, y)
-    assert model.training and not model[1].training and model[0].training
-    assert all(torch.equal(a, b) for a, b in zip(running, model[1].buffers(), strict=True))
-    assert all(p.grad is None and p.requires_grad for p in model.parameters())
     assert torch.equal(torch.get_rng_state(), rng)
-    model.eval()
-    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and not x_adv.requires_grad
-    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert x_adv.shape == x.shape and not x_adv.requires_grad
+    assert all(p.grad is None and p.requires_grad for p in model.parameters())
     clean, robust = accuracy(model, x, y), accuracy(model, x_adv, y)
     assert robust <= clean
     check_bound(kind, bound, attack, x, x_adv)
@@ -245,12 +243,13 @@ def test_factories_fit_samat_create_attack_convention():
 
 
 def test_registered_names_resolve_and_the_package_is_import_light():
-    assert [name for name, _, _ in ATTACKS] == [
+    assert [name for name, _, _, _ in ATTACKS] == [
         "autoattack", "apgd", "fab", "square", "pixle", "stadv"
     ]
-    for _, path, description in ATTACKS:
+    for _, path, description, example in ATTACKS:
         module, attr = path.split(":")
         assert callable(getattr(importlib.import_module(module), attr)) and description
+        assert isinstance(example, dict)  # built and checked in test_contracts.py
     code = "import sys, samat_image.attacks; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -88,7 +88,7 @@ def test_every_paper_table_has_recipes():
             "tinyimagenet/sam.yaml", "tinyimagenet/at_l2.yaml"} <= names
     for path in PAPER_RECIPES:
         text = path.read_text()
-        assert text.startswith("# PAPER.md Table "), path
+        assert text.startswith("# docs/paper.md Table "), path
         recipe = yaml.safe_load(text)
         assert "Table" in recipe["description"], path
         assert recipe["train"]["epochs"] == 100 and recipe["train"]["batch_size"] == 128

@@ -1,4 +1,4 @@
-"""samat.optim.LookSAM: k=1 is SAM, the SAM and reuse steps by hand, protocol, GradScaler,
+"""samat.weight.LookSAM: k=1 is SAM, the SAM and reuse steps by hand, protocol, GradScaler,
 checkpoint resume, errors."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from samat.optim import SAM, LookSAM
+from samat.weight import SAM, LookSAM
 
 
 def _data(n: int = 16) -> tuple[Tensor, Tensor]:

@@ -59,7 +59,7 @@ def reference(kind: str, model: nn.Module, random_start: bool) -> torchattacks.A
 def test_equals_torchattacks_without_random_start(kind, cnn, batch):
     x, y = batch
     kwargs = {} if kind == "fgsm" else {"random_start": False}
-    ours = ATTACKS[kind](**kwargs).perturb(cnn, x, y, F.cross_entropy)
+    ours = ATTACKS[kind](**kwargs).perturb(cnn, F.cross_entropy, x, y)
     theirs = reference(kind, cnn, random_start=False)(x, y)
     assert not torch.equal(ours, x)
     assert torch.equal(ours, theirs)
@@ -69,7 +69,7 @@ def test_equals_torchattacks_without_random_start(kind, cnn, batch):
 def test_random_start_equals_torchattacks_with_same_seed(kind, cnn, batch):
     x, y = batch
     torch.manual_seed(7)
-    ours = ATTACKS[kind]().perturb(cnn, x, y, F.cross_entropy)
+    ours = ATTACKS[kind]().perturb(cnn, F.cross_entropy, x, y)
     torch.manual_seed(7)
     theirs = reference(kind, cnn, random_start=True)(x, y)
     assert torch.equal(ours, theirs)
@@ -83,7 +83,7 @@ def test_leaves_parameter_grads_and_bn_statistics_alone(kind, cnn, batch):
     weight.grad = torch.full_like(weight, 0.25)
     grad_before = weight.grad.clone()
     buffers_before = {k: v.clone() for k, v in cnn.named_buffers()}
-    ATTACKS[kind]().perturb(cnn, x, y, F.cross_entropy)
+    ATTACKS[kind]().perturb(cnn, F.cross_entropy, x, y)
     assert torch.equal(weight.grad, grad_before)
     assert bias.grad is None
     assert all(p.grad is None for p in cnn[1:].parameters())
@@ -105,7 +105,7 @@ def test_output_in_bounds_and_ball(attack, cnn, batch):
     x, y = batch
     x = x.double()
     model = cnn.double()
-    x_adv = attack.perturb(model, x.requires_grad_(), y, F.cross_entropy)
+    x_adv = attack.perturb(model, F.cross_entropy, x.requires_grad_(), y)
     assert x_adv.dtype == x.dtype and x_adv.device == x.device and not x_adv.requires_grad
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     delta = (x_adv - x).detach().flatten(1)
@@ -118,7 +118,7 @@ def test_output_in_bounds_and_ball(attack, cnn, batch):
 def test_eps_zero_returns_a_copy(cnn, batch):
     x, y = batch
     for attack in (PGD("l2", eps=0.0, alpha=0.1), FGSM(eps=0.0)):
-        x_adv = attack.perturb(cnn, x, y, F.cross_entropy)
+        x_adv = attack.perturb(cnn, F.cross_entropy, x, y)
         assert torch.equal(x_adv, x) and x_adv.data_ptr() != x.data_ptr()
 
 
@@ -157,9 +157,9 @@ def test_restarts_never_lower_the_per_example_loss(norm, cnn, batch):
     x, y = batch
     eps, alpha = (8 / 255, 2 / 255) if norm == "linf" else (0.5, 0.1)
     torch.manual_seed(3)
-    one = PGD(norm, eps, alpha, steps=3, restarts=1).perturb(cnn, x, y, F.cross_entropy)
+    one = PGD(norm, eps, alpha, steps=3, restarts=1).perturb(cnn, F.cross_entropy, x, y)
     torch.manual_seed(3)
-    many = PGD(norm, eps, alpha, steps=3, restarts=4).perturb(cnn, x, y, F.cross_entropy)
+    many = PGD(norm, eps, alpha, steps=3, restarts=4).perturb(cnn, F.cross_entropy, x, y)
     loss_one, loss_many = per_example_ce(cnn, one, y), per_example_ce(cnn, many, y)
     assert (loss_many >= loss_one).all()
     assert (loss_many > loss_one).any()
@@ -171,7 +171,7 @@ def test_restarts_with_generic_output_and_loss():
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1), nn.Flatten(0))
     x, y = torch.randn(10, 6), torch.where(torch.rand(10) > 0.5, 1.0, -1.0)
     attack = PGD("l2", eps=1.0, alpha=0.3, steps=3, restarts=3, bounds=None)
-    x_adv = attack.perturb(model, x, y, F.soft_margin_loss)
+    x_adv = attack.perturb(model, F.soft_margin_loss, x, y)
     assert x_adv.shape == x.shape
     assert F.soft_margin_loss(model(x_adv), y) > F.soft_margin_loss(model(x), y)
 
@@ -181,7 +181,7 @@ def test_mask_zeros_are_never_changed(kind, cnn, batch):
     x, y = batch
     mask = torch.ones(1, 3, 1, 1)
     mask[:, 1] = 0
-    x_adv = ATTACKS[kind](mask=mask).perturb(cnn, x, y, F.cross_entropy)
+    x_adv = ATTACKS[kind](mask=mask).perturb(cnn, F.cross_entropy, x, y)
     assert torch.equal(x_adv[:, 1], x[:, 1])
     assert not torch.equal(x_adv[:, 0], x[:, 0])
     assert ATTACKS[kind](mask=mask).describe()["mask"] == "custom"
@@ -195,10 +195,10 @@ def test_mask_zeros_are_never_changed(kind, cnn, batch):
 )
 def test_bounds_none_allows_values_outside_unit_interval(make, cnn, batch):
     x, y = batch
-    unbounded = make(None).perturb(cnn, x, y, F.cross_entropy)
+    unbounded = make(None).perturb(cnn, F.cross_entropy, x, y)
     assert unbounded.min() < 0 and unbounded.max() > 1
     assert (unbounded - x).abs().max() <= 0.5 + 1e-6
-    bounded = make((0.0, 1.0)).perturb(cnn, x, y, F.cross_entropy)
+    bounded = make((0.0, 1.0)).perturb(cnn, F.cross_entropy, x, y)
     assert bounded.min() >= 0 and bounded.max() <= 1
 
 
@@ -228,7 +228,7 @@ def test_identity_returns_input_without_calling_the_model(batch):
     def no_call(_: torch.Tensor) -> torch.Tensor:
         raise AssertionError("model called")
 
-    assert Identity().perturb(no_call, x, y, F.cross_entropy) is x
+    assert Identity().perturb(no_call, F.cross_entropy, x, y) is x
     assert Identity().describe() == {"name": "none"}
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from samat import cli, hookimpl, plugins
-from samat.build import create_task
 from samat.errors import SamatError
+from samat.factories import create_task
 
 
 class Throwaway:

@@ -11,16 +11,18 @@ import torch
 from torch import nn
 
 from samat import run as run_module
+from samat.batchnorm import frozen_bn_stats
 from samat.data import to_device, train_loader
 from samat.errors import SamatError
-from samat.optim import frozen_bn_stats
 from samat.precision import Autocast, check_precision
 from samat.recipe import recipe_from_dict
 from samat.train import Trainer
 from samat.weight import PlainStep, SAMStep
 
+pytestmark = pytest.mark.usefixtures("fixture_task")
+
 RECIPE = {
-    "task": {"name": "toy_duality", "n": 6, "n_train": 256, "n_test": 128},
+    "task": {"name": "fixture", "n_train": 256, "n_test": 128},
     "seed": 3,
     "device": "cpu",
     "train": {
@@ -34,8 +36,10 @@ PGD = {"name": "pgd", "norm": "linf", "eps": 0.1, "alpha": 0.05, "steps": 2,
        "random_start": False}
 
 
-def trainer_for(**train: object) -> Trainer:
+def trainer_for(task: dict[str, object] | None = None, **train: object) -> Trainer:
+    """The trainer of RECIPE with ``task`` and ``train`` settings changed."""
     data = copy.deepcopy(RECIPE)
+    data["task"].update(task or {})
     data["train"].update(train)
     _, trainer = run_module.prepare(recipe_from_dict(data))
     return trainer
@@ -47,16 +51,30 @@ def first_batch(trainer: Trainer, epoch: int = 0) -> tuple[torch.Tensor, torch.T
     return next(iter(loader))
 
 
+def state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and buffers (BatchNorm statistics), copied."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_state(a: nn.Module, b: nn.Module) -> None:
+    """Bit-identical parameters and buffers."""
+    ours, theirs = state(a), state(b)
+    assert list(ours) == list(theirs)
+    for name, tensor in ours.items():
+        assert torch.equal(tensor, theirs[name]), name
+
+
 def test_bf16_trains_on_cpu_with_bf16_forwards() -> None:
     trainer = trainer_for(precision="bf16", weight_perturbation={"name": "sam", "rho": 0.1},
                           input_perturbation=PGD, eval_every=0)  # evaluation runs in float32
     dtypes: list[torch.dtype] = []
-    trainer.model.linear.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
-    before = trainer.model.linear.weight.detach().clone()
+    trainer.model.out.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    before = state(trainer.model)
     trainer.fit()
-    assert set(dtypes) == {torch.bfloat16}  # PGD's and both SAM passes' forwards
-    assert trainer.model.linear.weight.dtype == torch.float32
-    assert not torch.equal(trainer.model.linear.weight, before)
+    assert len(dtypes) == trainer.total_steps * 4  # PGD's 2 and both SAM passes' forwards
+    assert set(dtypes) == {torch.bfloat16}
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+    assert all(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in trainer.progress.history)
 
 
@@ -85,7 +103,7 @@ def _hand_fp16_at(model: nn.Module, batches: list, loss_fn, trainer: Trainer) ->
     scaler = torch.amp.GradScaler("cpu")
     half = Autocast(model, "cpu", torch.float16)
     for x, y in batches:
-        x_adv = trainer.input.perturb(half, x, y, loss_fn)
+        x_adv = trainer.input.perturb(half, loss_fn, x, y)
         sgd.zero_grad()
         with torch.autocast("cpu", dtype=torch.float16):
             out = model(x_adv)
@@ -101,21 +119,22 @@ def test_fp16_gradscaler_route_equals_the_hand_order(method: str) -> None:
     reference = trainer_for(**train)  # fp32 trainer: same init and data, trained by hand
     trainer = trainer_for(precision="fp16", **train)
     assert trainer.weight.scaler is trainer.scaler is not None
-    trainer.model.linear.weight.data.normal_(generator=torch.Generator().manual_seed(0))
     reference.model.load_state_dict(trainer.model.state_dict())
     trainer.train_set = torch.utils.data.TensorDataset(*first_batch(trainer))  # 1 batch/epoch
     trainer.steps_per_epoch, trainer.total_steps = 1, 2
     batches = [first_batch(trainer, epoch) for epoch in range(2)]  # the trainer's two steps
     dtypes: set[torch.dtype] = set()
-    trainer.model.linear.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+    trainer.model.out.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
     trainer.cfg.eval_every = 0
+    before = state(trainer.model)
     trainer.fit()
     assert dtypes == {torch.float16}
     if method == "sam":
         _hand_fp16_sam(reference.model, batches, reference.task.loss)
     else:
         _hand_fp16_at(reference.model, batches, reference.task.loss, reference)
-    assert torch.equal(trainer.model.linear.weight, reference.model.linear.weight)
+    assert_same_state(trainer.model, reference.model)
+    assert not torch.equal(trainer.model.hidden.weight, before["hidden.weight"])
     assert trainer.scaler.get_scale() == 65536.0
 
 
@@ -172,11 +191,11 @@ def test_fp16_scaler_state_is_checkpointed_and_resume_is_exact(
     assert loaded == [1024.0]
 
 
-def test_channels_last_is_a_no_op_on_the_toy_model_and_converts_4d_inputs() -> None:
+def test_channels_last_is_a_no_op_on_a_model_of_vectors_and_converts_4d_inputs() -> None:
     plain, fast = trainer_for(), trainer_for(channels_last=True)
     plain.fit()
     fast.fit()
-    assert torch.equal(plain.model.linear.weight, fast.model.linear.weight)
+    assert_same_state(plain.model, fast.model)
     images = to_device(torch.rand(2, 3, 5, 5), torch.device("cpu"), channels_last=True)
     assert images.is_contiguous(memory_format=torch.channels_last)
     assert to_device(torch.rand(2, 3), torch.device("cpu"), channels_last=True).is_contiguous()
@@ -185,13 +204,16 @@ def test_channels_last_is_a_no_op_on_the_toy_model_and_converts_4d_inputs() -> N
 
 
 def test_compile_trains_sam_and_checkpoints_the_plain_module(tmp_path: Path) -> None:
-    plain, compiled = trainer_for(), trainer_for(compile=True)
+    task = {"batchnorm": False}  # compiling BatchNorm's SAM passes takes half a minute
+    plain, compiled = trainer_for(task), trainer_for(task, compile=True)
     assert compiled.forward_model is not compiled.model
     plain.fit()
     compiled.fit(tmp_path / "last.pt")
-    state = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
-    assert list(state) == list(plain.model.state_dict()) == ["linear.weight"]
-    torch.testing.assert_close(state["linear.weight"], plain.model.linear.weight)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    assert list(saved) == list(plain.model.state_dict())  # no _orig_mod. prefix
+    assert list(saved) == ["hidden.weight", "hidden.bias", "out.weight", "out.bias"]
+    for name, tensor in plain.model.state_dict().items():
+        torch.testing.assert_close(saved[name], tensor, msg=name)
 
 
 @pytest.mark.parametrize(("change", "message"), [

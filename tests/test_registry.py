@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 
 from samat.errors import SamatError, UnknownNameError
-from samat.registry import Registry, unknown_name_message
+from samat.names import unknown_name_message
+from samat.registry import Registry
 
 
 def make() -> Registry:
@@ -28,7 +29,7 @@ def test_unknown_name_without_close_match() -> None:
 
 def test_create_listing_and_membership() -> None:
     registry = make()
-    assert registry.create("pgd") == "pgd"
+    assert registry.get("pgd").factory() == "pgd"
     assert registry.names() == ["fgsm", "pgd"]
     assert [e.name for e in registry] == ["fgsm", "pgd"]
     assert "pgd" in registry and "x" not in registry and len(registry) == 2
@@ -49,8 +50,9 @@ def test_name_registered_by_two_plugins_is_unusable_whoever_comes_first(
         registry.get("pgd")
     assert str(info.value) == message and not isinstance(info.value, UnknownNameError)
     with pytest.raises(SamatError, match="is registered by plugins"):
-        registry.create("pgd")
-    assert registry.create("core_only") == "core" and registry.create("other_only") == "other"
+        registry.get("pgd").factory()
+    assert registry.get("core_only").factory() == "core"
+    assert registry.get("other_only").factory() == "other"
     assert registry.conflicts() == {"pgd": list(order)}
     assert "pgd" in registry and len(registry) == 3
     assert registry.names() == ["core_only", "other_only", "pgd"]
@@ -69,7 +71,7 @@ def test_name_registered_twice_by_one_plugin_is_unusable() -> None:
                                          r"'core'; fix the plugin or disable it with "
                                          r"SAMAT_DISABLE_PLUGINS=core$"):
         registry.get("fgsm")
-    assert registry.create("pgd") == "pgd"
+    assert registry.get("pgd").factory() == "pgd"
     assert registry.conflicts() == {"fgsm": ["core", "core"]}
 
 

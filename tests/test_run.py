@@ -16,14 +16,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import one_thread
 
 from samat import run as run_module
+from samat import testing
 from samat.errors import SamatError
 from samat.locking import RunLock
 from samat.recipe import recipe_from_dict
 
+pytestmark = pytest.mark.usefixtures("fixture_task")
+
 RECIPE = {
-    "task": {"name": "toy_duality", "n": 10, "n_train": 512, "n_test": 512},
+    "task": {"name": "fixture", "n_train": 512, "n_test": 512},
     "seed": 1,
     "device": "cpu",
     "train": {
@@ -67,24 +71,26 @@ def outcome(run_dir: Path) -> tuple[object, object]:
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, tuple]:
     tmp = tmp_path_factory.mktemp("uninterrupted")
     recipe = write_recipe(tmp)
-    run_module.run(recipe, [f"output_dir={tmp / 'run'}"])
+    with one_thread(), testing.fixture_plugin():
+        run_module.run(recipe, [f"output_dir={tmp / 'run'}"])
     return recipe, outcome(tmp / "run")
 
 
-def _start(recipe: Path, out: Path, *extra: str, script: str = "") -> subprocess.Popen:
+def _start(recipe: Path, out: Path, env: dict[str, str], *extra: str,
+           script: str = "") -> subprocess.Popen:
     """``samat run`` in a subprocess; ``script`` runs first (to plant a kill)."""
     main = "import sys; from samat.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.Popen(
         [sys.executable, "-c", f"{script}\n{main}", "run", str(recipe), f"output_dir={out}",
-         *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+         *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def test_sigkill_at_random_points_then_resume_equals_uninterrupted(
-        tmp_path: Path, uninterrupted: tuple[Path, tuple]) -> None:
+        tmp_path: Path, uninterrupted: tuple[Path, tuple], fixture_env: dict[str, str]) -> None:
     recipe, out = uninterrupted[0], tmp_path / "run"  # the same recipe file
     rng = random.Random(7)
     for attempt in range(3):
-        proc = _start(recipe, out, *(["--resume"] if attempt else []))
+        proc = _start(recipe, out, fixture_env, *(["--resume"] if attempt else []))
         deadline = time.time() + 120
         while not (out / "checkpoints" / "last.pt").exists() and time.time() < deadline:
             time.sleep(0.01)
@@ -93,7 +99,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    done = _start(recipe, out, "--resume")
+    done = _start(recipe, out, fixture_env, "--resume")
     assert done.wait(timeout=300) == 0, done.stderr.read()
     assert outcome(out) == uninterrupted[1]
 
@@ -131,14 +137,15 @@ ModelAttack.__call__ = attack
 @pytest.mark.parametrize("script", [KILL_IN_CHECKPOINT_WRITE, KILL_IN_EVALUATION],
                          ids=["during-checkpoint-write", "during-evaluation"])
 def test_sigkill_at_a_chosen_point_then_resume_equals_uninterrupted(
-        tmp_path: Path, uninterrupted: tuple[Path, tuple], script: str) -> None:
+        tmp_path: Path, uninterrupted: tuple[Path, tuple], fixture_env: dict[str, str],
+        script: str) -> None:
     recipe, out = uninterrupted[0], tmp_path / "run"  # the same recipe file
-    killed = _start(recipe, out, script=script)
+    killed = _start(recipe, out, fixture_env, script=script)
     assert killed.wait(timeout=300) == -signal.SIGKILL
     assert not (out / "metrics.json").exists()
     if script is KILL_IN_CHECKPOINT_WRITE:  # the half-written temporary is left behind
         assert any(p.name.endswith(".partial") for p in (out / "checkpoints").iterdir())
-    done = _start(recipe, out, "--resume")
+    done = _start(recipe, out, fixture_env, "--resume")
     assert done.wait(timeout=300) == 0, done.stderr.read()
     assert outcome(out) == uninterrupted[1]
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["last.pt"]
@@ -187,10 +194,10 @@ def test_a_run_directory_in_use_is_refused_naming_its_holder(tmp_path: Path) -> 
             run_module.run(recipe, [f"output_dir={out}"], resume=True)
 
 
-def test_a_killed_holder_is_waited_for_then_resumed(tmp_path: Path,
-                                                    uninterrupted: tuple[Path, tuple]) -> None:
+def test_a_killed_holder_is_waited_for_then_resumed(
+        tmp_path: Path, uninterrupted: tuple[Path, tuple], fixture_env: dict[str, str]) -> None:
     recipe, out = uninterrupted[0], tmp_path / "run"  # the same recipe file
-    proc = _start(recipe, out)
+    proc = _start(recipe, out, fixture_env)
     deadline = time.time() + 120
     while not (out / "checkpoints" / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.01)

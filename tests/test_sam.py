@@ -1,4 +1,4 @@
-"""Tests for samat.optim: SAM/ASAM against an independent functional re-implementation, LR
+"""Tests for samat.weight: SAM/ASAM against an independent functional re-implementation, LR
 schedulers, GradScaler (fp16) and bf16 autocast, checkpoint resume, and frozen_bn_stats."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, MultiStepLR
 
-from samat.optim import SAM, frozen_bn_stats
+from samat.batchnorm import frozen_bn_stats
+from samat.weight import SAM
 
 LR = (0.1, 0.02)  # per group
 RHO = (0.05, 0.1)  # group 0 uses the SAM default, group 1 overrides it
@@ -453,7 +454,7 @@ def _frozen(model: nn.Module) -> list[bool]:
 
 def _make_bn_optimizer(kind: str, net: nn.Module, **kw) -> SAM:
     """``kind`` over ``net``'s parameters; ``kw`` (``model=``) goes to the optimizer."""
-    from samat.optim import ESAM, LookSAM
+    from samat.weight import ESAM, LookSAM
 
     if kind == "esam":  # its own first_step saves the weights (stochastic perturbation)
         generator = torch.Generator().manual_seed(0)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from segmentation_fixtures import build_stanford, build_voc
 from sklearn.metrics import confusion_matrix
 
@@ -120,3 +122,15 @@ def test_unavailable_encoder_weights_one_line(tmp_path: Path, run_cli) -> None:
     assert result.returncode == 2
     err = result.stderr.strip().splitlines()
     assert len(err) == 1 and "encoder_weights=null" in err[0] and "mobilenet_v2" in err[0]
+
+
+def test_segmentation_example_losses_skip_ignored_pixels() -> None:
+    from samat_segmentation.task import SegmentationTask
+
+    logits, target = torch.randn(4, 3, 2, 2), torch.randint(0, 3, (4, 2, 2))
+    target[0] = 255
+    target[1, 0] = 255
+    losses = SegmentationTask.example_losses(SimpleNamespace(ignore_index=255), logits, target)
+    pixel = F.cross_entropy(logits, target.clamp(max=2), reduction="none")
+    torch.testing.assert_close(losses, torch.stack([
+        torch.tensor(0.0), pixel[1, 1].mean(), pixel[2].mean(), pixel[3].mean()]))

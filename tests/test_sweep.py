@@ -13,12 +13,13 @@ from samat import results
 from samat.errors import SamatError
 from samat.sweep import MANIFEST, load_sweep, run_sweep, split_arguments
 
-TOY = {
-    "name": "toy_sweep",
+pytestmark = pytest.mark.usefixtures("fixture_task")
+
+BASE = {
+    "name": "fixture_sweep",
     "seed": 0,
     "device": "cpu",
-    "task": {"name": "toy_duality", "p": 0.75, "eta": 0.3, "n": 5, "n_train": 256,
-             "n_test": 256, "theory_eps": [0.1]},
+    "task": {"name": "fixture", "n_train": 256, "n_test": 256},
     "train": {"epochs": 2, "batch_size": 64, "optimizer": {"name": "sgd", "lr": 0.1}},
     "eval": {"batch_size": 256,
              "attacks": [{"name": "fgsm", "eps": 0.1, "label": "fgsm"}]},
@@ -26,7 +27,7 @@ TOY = {
 
 
 def _recipe(tmp_path: Path, sweep: dict | None = None, **changes) -> Path:
-    data = {**TOY, **changes}
+    data = {**BASE, **changes}
     if sweep is not None:
         data["sweep"] = sweep
     path = tmp_path / "sweep.yaml"
@@ -114,34 +115,38 @@ def test_run_skip_and_resume(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
 
 
 def test_a_different_sweep_in_the_same_directory_is_refused(tmp_path: Path) -> None:
-    path = _recipe(tmp_path, {"grid": {"seed": [0]}}, train={**TOY["train"], "epochs": 1})
+    path = _recipe(tmp_path, {"grid": {"seed": [0]}}, train={**BASE["train"], "epochs": 1})
     run_sweep(load_sweep(path), tmp_path / "out")
     with pytest.raises(SamatError, match="holds a different sweep .*grid"):
         run_sweep(load_sweep(path, ["seed=0,1"]), tmp_path / "out")
 
 
-def test_cli_sweep_in_parallel_and_dry_run(tmp_path: Path, run_cli, root: Path) -> None:
-    path = _recipe(tmp_path, train={**TOY["train"], "epochs": 1})
+def test_cli_sweep_in_parallel_and_dry_run(tmp_path: Path, run_cli, root: Path,
+                                           fixture_env: dict[str, str]) -> None:
+    path = _recipe(tmp_path, train={**BASE["train"], "epochs": 1})
     out = tmp_path / "out"
-    dry = run_cli("sweep", str(path), "seed=0,1", "--output", str(out), "--dry-run", cwd=root)
+    dry = run_cli("sweep", str(path), "seed=0,1", "--output", str(out), "--dry-run", cwd=root,
+                  env=fixture_env)
     assert dry.returncode == 0 and "seed=1  pending" in dry.stdout and not out.exists()
     done = run_cli("sweep", str(path), "seed=0,1", "--output", str(out), "--jobs", "2",
-                   cwd=root)
+                   cwd=root, env=fixture_env)
     assert done.returncode == 0, done.stderr
     assert "\nSGD " in done.stdout and "2 (0, 1)" in done.stdout
     for seed in (0, 1):
         assert (out / f"seed={seed}" / results.METRICS).is_file()
-    dry = run_cli("sweep", str(path), "seed=0,1", "--output", str(out), "--dry-run", cwd=root)
+    dry = run_cli("sweep", str(path), "seed=0,1", "--output", str(out), "--dry-run", cwd=root,
+                  env=fixture_env)
     assert "seed=0  done" in dry.stdout
-    bad = run_cli("sweep", str(path), "seed=0,1", "train.epochz=2", cwd=root)
+    bad = run_cli("sweep", str(path), "seed=0,1", "train.epochz=2", cwd=root, env=fixture_env)
     assert bad.returncode == 2 and "Unknown key 'train.epochz'" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 
-def test_samat_run_uses_the_base_point(tmp_path: Path, run_cli, root: Path) -> None:
-    path = _recipe(tmp_path, {"grid": {"seed": [0, 1]}}, train={**TOY["train"], "epochs": 1},
+def test_samat_run_uses_the_base_point(tmp_path: Path, run_cli, root: Path,
+                                      fixture_env: dict[str, str]) -> None:
+    path = _recipe(tmp_path, {"grid": {"seed": [0, 1]}}, train={**BASE["train"], "epochs": 1},
                    output_dir=str(tmp_path / "single"))
-    done = run_cli("run", str(path), cwd=root)
+    done = run_cli("run", str(path), cwd=root, env=fixture_env)
     assert done.returncode == 0, done.stderr
     assert "declares a sweep" in done.stderr
     assert (tmp_path / "single" / results.METRICS).is_file()
@@ -161,20 +166,20 @@ def _comparable(metrics: dict) -> dict:
 
 
 @pytest.mark.parametrize("n_sweeps", [2, 3])
-def test_concurrent_sweeps_train_every_point_exactly_once(tmp_path: Path, root: Path,
-                                                         n_sweeps: int) -> None:
+def test_concurrent_sweeps_train_every_point_exactly_once(
+        tmp_path: Path, root: Path, fixture_env: dict[str, str], n_sweeps: int) -> None:
     import subprocess
     import sys
 
     path = _recipe(tmp_path, {"grid": {"seed": [0, 1, 2], "train.optimizer.lr": [0.1, 0.05]}},
-                   train={**TOY["train"], "epochs": 6})
+                   train={**BASE["train"], "epochs": 6})
     alone = tmp_path / "alone"
     run_sweep(load_sweep(path), alone)
     shared = tmp_path / "shared"
     procs = [subprocess.Popen(
         [sys.executable, "-m", "samat", "sweep", str(path), "--output", str(shared),
-         "--jobs", str(1 + i % 2)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True) for i in range(n_sweeps)]
+         "--jobs", str(1 + i % 2)], cwd=root, env=fixture_env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for i in range(n_sweeps)]
     outputs = [p.communicate(timeout=600) for p in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err
@@ -196,13 +201,13 @@ def test_concurrent_sweeps_train_every_point_exactly_once(tmp_path: Path, root: 
 
 
 def test_a_sweep_validates_every_point_by_building_it_before_any_trains(
-        tmp_path: Path, root: Path, run_cli) -> None:
+        tmp_path: Path, root: Path, run_cli, fixture_env: dict[str, str]) -> None:
     path = _recipe(tmp_path)
     out = tmp_path / "out"
     for extra in ([], ["--dry-run"]):
         proc = run_cli("sweep", str(path), "train.weight_perturbation={name: sam}",
                        "train.weight_perturbation.rho=0.1,-1", "--output", str(out), *extra,
-                       cwd=root)
+                       cwd=root, env=fixture_env)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().splitlines() == [
             "samat: error: sweep point rho=-1: train.weight_perturbation: rho must be > 0, "

@@ -20,7 +20,8 @@ from samat import create_attack, create_task
 from samat.cli import main
 from samat.errors import MissingDataError, SamatError
 from samat.unpickle import ForbiddenGlobalError
-from samat_text import resources
+from samat_text.resource_files import load_counterfitted, load_hownet, load_tagger
+from samat_text.resource_spec import EMBEDDING_S3, HOWNET_S3
 
 REFUSED = "refused to unpickle 'pathlib.Path.write_text'"
 
@@ -118,12 +119,12 @@ def test_downloaded_payload_in_the_cache(fixtures, tmp_path: Path, run_cli, root
     """``download`` finds the file in TextAttack's cache (as after a download) and refuses it."""
     cache, marker = tmp_path / "cache", tmp_path / "marker"
     if resource == "hownet":
-        bad = cache / resources.HOWNET_S3
+        bad = cache / HOWNET_S3
         bad.parent.mkdir(parents=True)
         write_payload(bad, marker, inside=[])
         attacks = {"hownet": "download"}, {}
     else:
-        folder = cache / resources.EMBEDDING_S3
+        folder = cache / EMBEDDING_S3
         shutil.copytree(fixtures["embedding"], folder)
         bad = write_payload(folder / "cos_sim.p", marker)
         attacks = {}, {"embedding": "download"}
@@ -158,9 +159,9 @@ def _recipe_overrides(fixtures: dict[str, Path], tmp_path: Path, pso: dict[str, 
 # ------------------------------------------------------------- real layouts still load, checked
 
 def test_fixture_resources_load_as_written(fixtures: dict[str, Path]) -> None:
-    bank = resources.load_hownet(fixtures["hownet"], "x")
+    bank = load_hownet(fixtures["hownet"], "x")
     assert bank == pickle.loads(fixtures["hownet"].read_bytes()) and "good" in bank
-    loaded = resources.load_counterfitted(fixtures["embedding"], "x")
+    loaded = load_counterfitted(fixtures["embedding"], "x")
     words = pickle.loads((fixtures["embedding"] / "wordlist.pickle").read_bytes())
     assert loaded.word2index == words and loaded.matrix.shape == (len(words), 16)
     assert loaded.nn.shape == (len(words), 10)
@@ -174,7 +175,7 @@ def test_numpy_scalars_in_distance_tables_and_wordlist(fixtures, tmp_path: Path)
         pickle.dumps({w: np.int64(i) for w, i in words.items()}, protocol=2))
     table = defaultdict(dict, {np.int64(0): {np.int64(3): np.float32(0.25)}, 1: {2: 0.5}})
     (folder / "mse_dist.p").write_bytes(pickle.dumps(table, protocol=2))
-    loaded = resources.load_counterfitted(folder, "x")
+    loaded = load_counterfitted(folder, "x")
     assert loaded.mse == {0: {3: 0.25}, 1: {2: 0.5}} and loaded.word2index == words
     assert {type(k) for k in loaded.mse} == {int} and type(loaded.mse[0][3]) is float
     assert all(type(i) is int for i in loaded.word2index.values())
@@ -198,7 +199,7 @@ def test_malformed_embedding_files(fixtures, tmp_path: Path, file: str, content:
     else:
         (folder / file).write_bytes(pickle.dumps(content))
     with pytest.raises(MissingDataError) as info:
-        resources.load_counterfitted(folder, str(folder))
+        load_counterfitted(folder, str(folder))
     _one_line(info, f"embedding={folder}: {folder / file}: ", message)
 
 
@@ -208,7 +209,7 @@ def test_malformed_hownet_bank(tmp_path: Path, content: Any) -> None:
     path = tmp_path / "bank.pkl"
     path.write_bytes(pickle.dumps(content))
     with pytest.raises(MissingDataError) as info:
-        resources.load_hownet(path, "download")
+        load_hownet(path, "download")
     _one_line(info, f"hownet=download: {path}: ", f"delete {path} to download it again")
 
 
@@ -244,8 +245,8 @@ def test_hub_names_load_from_the_hub_never_a_local_namesake(fake_flair, tmp_path
     (tmp_path / "flair").mkdir()
     for name in ("upos-fast", "flair/upos-english"):
         write_payload(tmp_path / name, tmp_path / "marker")
-    assert resources.load_tagger("upos-fast") == "tagger"
-    resources.load_tagger("flair/upos-english")
+    assert load_tagger("upos-fast") == "tagger"
+    load_tagger("flair/upos-english")
     assert fake_flair == ["/hub/flair/upos-english-fast/pytorch_model.bin",
                           "/hub/flair/upos-english/pytorch_model.bin"]
     assert not (tmp_path / "marker").exists()
@@ -254,14 +255,14 @@ def test_hub_names_load_from_the_hub_never_a_local_namesake(fake_flair, tmp_path
 def test_tagger_files_need_trust_and_existence(fake_flair, tmp_path: Path) -> None:
     tagger = write_payload(tmp_path / "tagger.pt", tmp_path / "marker")
     with pytest.raises(SamatError) as info:
-        resources.load_tagger(str(tagger))
+        load_tagger(str(tagger))
     _one_line(info, f"pos_tagger={tagger}: ", "trust_pickle=true", "upos-fast")
     assert fake_flair == []
-    assert resources.load_tagger(str(tagger), trust_pickle=True) == "tagger"
+    assert load_tagger(str(tagger), trust_pickle=True) == "tagger"
     assert fake_flair == [str(tagger.resolve())]
     for spec in ("upos_fast", "ner-fast", str(tmp_path)):  # not a hub name, not a file
         with pytest.raises(MissingDataError, match="no such file, nor a flair model name"):
-            resources.load_tagger(spec, trust_pickle=True)
+            load_tagger(spec, trust_pickle=True)
 
 
 def test_trust_pickle_is_a_pso_parameter(model, tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ def test_missing_resources_are_one_line_errors(fixtures: dict[str, Path], tmp_pa
 
 
 def test_fallback_resources_are_labelled(fixtures: dict[str, Path], tmp_path: Path) -> None:
-    from samat_text.resources import fallback_pos
+    from samat_text.fallbacks import fallback_pos
 
     task = _task(fixtures, n_eval=4)
     attack = create_attack("pso", task.build_model(), task=task, stopwords="fallback",

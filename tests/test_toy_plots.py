@@ -7,23 +7,24 @@ from pathlib import Path
 from report_fixtures import make_run
 
 from samat.plugins import call_report_plot_hooks
-from samat.report import collect_runs
+from samat.report import Run, collect_runs
 from samat_toy.plots import _method
 
 TOY = {"name": "toy_duality", "p": 0.75, "eta": 0.3, "n": 30}
 FACTS = {"p": 0.75, "eta": 0.3, "n_nonrobust": 30}
 
 
-def test_methods_are_read_from_the_config() -> None:
-    def config(weight=None, inp=None):
-        return {"train": {"weight_perturbation": weight or {"name": "none"},
-                          "input_perturbation": inp or {"name": "none"}}}
+def test_methods_are_read_from_the_run() -> None:
+    def run(weight=None, inp=None) -> Run:
+        return Run(Path(), {}, {"train": {"weight_perturbation": weight or {"name": "none"},
+                                          "input_perturbation": inp or {"name": "none"}}})
 
-    assert _method(config()) == ("st", None)
-    assert _method(config(inp={"name": "pgd", "norm": "linf", "eps": 0.0})) == ("st", None)
-    assert _method(config(inp={"name": "pgd", "norm": "linf", "eps": 0.1})) == ("at", 0.1)
-    assert _method(config(weight={"name": "sam", "rho": 0.2})) == ("sam", 0.2)
-    both = config({"name": "sam", "rho": 0.2}, {"name": "pgd", "norm": "linf", "eps": 0.1})
+    assert _method(run()) == ("st", None)
+    assert _method(run(inp={"name": "pgd", "norm": "linf", "eps": 0.0})) == ("st", None)
+    assert _method(run(inp={"name": "pgd", "norm": "linf", "eps": 0.1})) == ("at", 0.1)
+    assert _method(run(inp={"name": "pgd", "norm": "l2", "eps": 0.1})) == ("other", None)
+    assert _method(run(weight={"name": "sam", "rho": 0.2})) == ("sam", 0.2)
+    both = run({"name": "sam", "rho": 0.2}, {"name": "pgd", "norm": "linf", "eps": 0.1})
     assert _method(both) == ("other", None)
 
 

@@ -52,6 +52,9 @@ def test_model_and_loss() -> None:
     assert out.shape == (len(y),)
     manual = np.mean(np.log1p(np.exp(-y.numpy().astype(float) * out.detach().numpy())))
     assert float(task.loss(out.detach(), y)) == pytest.approx(manual, rel=1e-5)
+    losses = task.example_losses(out.detach(), y)  # what ESAM ranks examples by
+    assert losses.shape == (len(y),)
+    torch.testing.assert_close(losses.mean(), task.loss(out.detach(), y))
 
 
 def test_input_mask_protects_the_robust_feature() -> None:

@@ -20,8 +20,10 @@ from samat.recipe import recipe_from_dict
 from samat.results import results_table
 from samat.train import Diverged, Trainer
 
+pytestmark = pytest.mark.usefixtures("fixture_task")
+
 RECIPE = {
-    "task": {"name": "toy_duality", "n": 10, "n_train": 512, "n_test": 512},
+    "task": {"name": "fixture", "n_train": 512, "n_test": 512},
     "seed": 1,
     "device": "cpu",
     "train": {
@@ -87,12 +89,13 @@ def test_mid_epoch_crash_then_resume_matches_uninterrupted(
     assert history[-1]["lr"] == pytest.approx(0.05)
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path) -> None:
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path,
+                                                   fixture_env: dict[str, str]) -> None:
     recipe_path = write_recipe(tmp_path, epochs=60)
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "samat", "run", str(recipe_path), f"output_dir={killed_dir}"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=tmp_path, env=fixture_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     history = killed_dir / "history.jsonl"
     deadline = time.time() + 120
@@ -147,15 +150,12 @@ def test_iteration_budget_and_history(tmp_path: Path) -> None:
 
 def test_trainer_does_not_touch_batchnorm_stats_while_crafting() -> None:
     """One SAM+AT step updates BN running stats exactly once (first SAM pass only)."""
-    recipe = recipe_from_dict(RECIPE)
-    components = run_module.build(recipe)
-    model = torch.nn.Sequential(torch.nn.BatchNorm1d(11), components.model)
-    weight = type(components.weight)(model.parameters(), torch.optim.SGD, {"lr": 0.1})
-    trainer = Trainer(recipe, components.task, model, weight, components.input,
-                      torch.device("cpu"))
+    components, trainer = run_module.prepare(recipe_from_dict(RECIPE))
+    batchnorm = components.model.norm
+    assert isinstance(batchnorm, torch.nn.BatchNorm1d)
     trainer.total_steps = 1
     trainer.fit()
-    assert int(model[0].num_batches_tracked) == 1
+    assert int(batchnorm.num_batches_tracked) == 1
 
 
 def test_drop_last_skips_the_partial_batch(tmp_path: Path) -> None:

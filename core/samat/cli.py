@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from samat.errors import USAGE_EXIT, SamatError
 
-LIST_KINDS = ("tasks", "attacks", "perturbations")
+LIST_KINDS = ("tasks", "attacks", "perturbations", "metrics")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list plugins with version, hooks and load errors")
     plugins.add_argument("--json", action="store_true", help="print JSON")
 
-    lister = sub.add_parser("list", help="list registered tasks, attacks or perturbations")
+    lister = sub.add_parser("list", help="list registered tasks, attacks, perturbations or "
+                            "metrics")
     lister.add_argument("kind", choices=LIST_KINDS)
     return parser
 
@@ -86,7 +87,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     die_with_parent()
     if args.nproc is not None:
-        from samat.distributed import launch
+        from samat.launch import launch
 
         return launch(args.nproc, args.recipe, args.overrides, args.resume)
     with _log_to_stderr():
@@ -179,6 +180,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
         groups = [("weight", regs.weight_perturbations), ("input", regs.input_perturbations)]
         rows = [[e.name, kind, e.plugin, e.description] for kind, reg in groups for e in reg]
         print(format_table(["perturbation", "acts on", "plugin", "description"], rows))
+    elif args.kind == "metrics":
+        rows = [[e.name, e.plugin, e.description,
+                 "" if e.conflict else ("higher" if e.factory.higher_is_better else "lower")]
+                for e in regs.metrics]
+        print(format_table(["metric", "plugin", "title", "better"], rows))
     else:
         reg = getattr(regs, args.kind)
         rows = [[e.name, e.plugin, e.description] for e in reg]

@@ -1,5 +1,5 @@
-"""Data-parallel training under torchrun: process group, ranks, sharded evaluation with
-mergeable metrics, and ``samat run --nproc N``.
+"""Data-parallel training under torchrun: process group, ranks, device, sharded evaluation with
+mergeable metrics (``samat run --nproc N`` itself is :mod:`samat.launch`).
 
 Outside torchrun (``WORLD_SIZE`` unset or 1) every function here is a cheap no-op, so the
 single-process path is the distributed path with one replica. See docs/distributed.md.
@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,13 +19,12 @@ import torch.distributed as dist
 from torch import nn
 
 from samat.errors import SamatError
+from samat.interfaces import Attack, Metric, Task, accumulate
 
 if TYPE_CHECKING:
-    from samat.interfaces import Attack, Metric, Task
     from samat.recipe import TrainConfig
 
 T = TypeVar("T")
-_SHARDED: ContextVar[bool] = ContextVar("samat_sharded_evaluation", default=False)
 
 
 @dataclass(frozen=True)
@@ -55,6 +52,24 @@ def launched() -> bool:
 
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if available, else cpu; an unavailable device is a user error. Under
+    torchrun, ``cuda`` is ``cuda:LOCAL_RANK``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SamatError(f"device: '{name}' requested but CUDA is not available; use auto or cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise SamatError("device: 'mps' requested but not available; use auto or cpu")
+    if launched():
+        if name == "cuda":
+            return torch.device("cuda", local_rank())
+        if name != "cpu":
+            raise SamatError(f"device: '{name}' under torchrun; use auto, cuda (each process "
+                             "takes cuda:LOCAL_RANK) or cpu")
+    return torch.device(name)
 
 
 def world() -> World:
@@ -168,19 +183,9 @@ def all_reduce_metric(metric: Metric) -> bool:
     return True
 
 
-def merge_shards(metric: Metric) -> Metric:
-    """``metric`` summed over ranks inside :func:`evaluate`'s sharded evaluation (called by
-    :meth:`samat.interfaces.Task.evaluate`), else unchanged."""
-    if _SHARDED.get():
-        all_reduce_metric(metric)
-    return metric
-
-
 def shardable(task: Task) -> bool:
     """Whether ``task``'s evaluation can be split across ranks: it keeps the default
     ``Task.evaluate`` and its metric has a mergeable ``state()``."""
-    from samat.interfaces import Task
-
     return type(task).evaluate is Task.evaluate and task.new_metric().state() is not None
 
 
@@ -191,17 +196,16 @@ def evaluate(
     attack: Attack | None = None,
 ) -> dict[str, Any]:
     """``task.evaluate`` on ``batches(rank, world_size)`` (that rank's shard of the evaluation
-    set), the metric summed over ranks; a task that is not :func:`shardable` is evaluated on
-    rank 0 with ``batches(0, 1)`` and its result shared. Every rank returns the same values."""
+    set): for a :func:`shardable` task the default loop runs on every rank's shard and the
+    metric is summed over ranks; any other task is evaluated on rank 0 with ``batches(0, 1)``
+    and its result shared. Every rank returns the same values."""
     current = world()
     if not current.distributed:
         return task.evaluate(model, batches(0, 1), attack)
     if shardable(task):
-        token = _SHARDED.set(True)
-        try:
-            return task.evaluate(model, batches(current.rank, current.size), attack)
-        finally:
-            _SHARDED.reset(token)
+        metric = accumulate(task, model, batches(current.rank, current.size), attack)
+        all_reduce_metric(metric)
+        return metric.compute()
     return on_main(lambda: task.evaluate(model, batches(0, 1), attack))
 
 
@@ -211,39 +215,3 @@ def check_train(cfg: TrainConfig, world_size: int, device: torch.device) -> None
     if cfg.sync_bn and world_size > 1 and device.type != "cuda":
         raise SamatError("train.sync_bn: SyncBatchNorm needs CUDA devices; set "
                          "train.sync_bn=false on cpu")
-
-
-def launch(nproc: int, recipe_path: str, overrides: Sequence[str], resume: bool) -> int:
-    """``samat run --nproc N``: the recipe is built and checked here (as ``samat validate``
-    does), then torchrun (``--standalone``) runs ``samat run`` in ``nproc`` processes on this
-    machine. Returns 0, 2 if the workers stopped on a SamatError (rank 0 printed it), else 1."""
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args
-    from torch.distributed.run import run as torchrun
-
-    from samat.recipe import load_recipe
-    from samat.run import prepare
-
-    if nproc < 1:
-        raise SamatError(f"--nproc: must be >= 1, got {nproc}")
-    if launched():
-        raise SamatError("--nproc: already running under torchrun; drop --nproc")
-    recipe = load_recipe(recipe_path, overrides)
-    check_train(recipe.train, nproc, prepare(recipe)[0].device)
-    args = parse_args(["--standalone", f"--nproc_per_node={nproc}", "-m", "samat", "run",
-                       recipe_path, *overrides, *(["--resume"] if resume else [])])
-    agent_log = logging.getLogger("torch.distributed.elastic")
-    level = agent_log.level
-    agent_log.setLevel(logging.CRITICAL)  # the workers report their own errors
-    try:
-        torchrun(args)
-    except ChildFailedError as exc:
-        _, failure = exc.get_first_failure()
-        if failure.exitcode == 2:
-            return 2
-        print(f"samat: error: worker process failed with exit code {failure.exitcode} "
-              "(its output is above)", file=sys.stderr)
-        return 1
-    finally:
-        agent_log.setLevel(level)
-    return 0

@@ -1,4 +1,5 @@
-"""The whole extension contract of samat.
+"""The whole extension contract of samat: every hook a plugin may implement, the callbacks it
+is handed, and the keyword arguments samat passes to the factories it registers.
 
 A plugin is a module (or object) with functions named like the specs below, decorated with
 ``samat.hookimpl``, exposed through the ``samat`` entry-point group::
@@ -6,47 +7,106 @@ A plugin is a module (or object) with functions named like the specs below, deco
     [project.entry-points.samat]
     my_plugin = "my_package.plugin"
 
-Each registration hook receives a ``register(name, factory, description="")`` callback.
-Keep plugin modules import-light: import torch-heavy libraries inside the factories.
+Keep plugin modules import-light: register factories as ``"module:attribute"`` paths (imported
+only when used) and import torch-heavy libraries inside the factories. A plugin uses only names
+exported by the top-level ``samat`` package (``from samat import Task, hookimpl, ...``).
+
+**What samat passes to factories.** A factory's parameters come from the recipe (``name`` plus
+the rest of the mapping); samat adds these when the factory's signature has them and the recipe
+did not set them:
+
+============================  ===============================================================
+hook                          factory call
+============================  ===============================================================
+``samat_register_tasks``      ``factory(**params, seed=<run seed>)`` -> :class:`samat.Task`
+``samat_register_attacks``    ``factory(model, loss_fn=task.loss, bounds=task.input_bounds,
+                              mask=task.input_mask(), **params)`` -> :class:`samat.Attack`
+                              (or :class:`samat.TextAttack`)
+``samat_register_input_...``  ``factory(bounds=task.input_bounds, mask=task.input_mask(),
+                              **params)`` -> :class:`samat.InputPerturbation`
+``samat_register_weight_...`` ``factory(model_params, base_optimizer_cls, base_kwargs,
+                              task=task, **params)`` -> :class:`samat.WeightPerturbation`
+============================  ===============================================================
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import pluggy
 
 hookspec = pluggy.HookspecMarker("samat")
 hookimpl = pluggy.HookimplMarker("samat")
 
-Register = Callable[..., None]
+
+class Register(Protocol):
+    """The callback every ``samat_register_*`` factory hook receives."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any] | str,
+        description: str = "",
+        *,
+        example: Mapping[str, Any] | None = None,
+        label: str | None = None,
+        environment: tuple[str, ...] = (),
+    ) -> None:
+        """Register ``factory`` (a callable or a lazy ``"module:attribute"`` path) as ``name``.
+
+        - ``description``: one line for ``samat list`` (default: the factory's docstring).
+        - ``example``: parameters that build a small, fast instance; the contract tests build
+          every registered entry with them (default: no parameters).
+        - ``label``: how reports name a method trained with this perturbation (``AT``,
+          ``LookSAM``; default: the name in capitals, followed by ``-AT`` for an input
+          perturbation).
+        - ``environment``: task parameters that say where or how to get the data, not what the
+          experiment is (``root``, ``download``); reports group runs ignoring them.
+        """
+
+
+class RegisterMetric(Protocol):
+    """The callback ``samat_register_metrics`` receives."""
+
+    def __call__(self, name: str, label: str, *, higher_is_better: bool = True) -> None:
+        """Declare the result key ``name`` (a task's natural metric or an attack result such
+        as ``attack_success_rate``): how reports title it and which direction is better."""
 
 
 @hookspec
 def samat_register_tasks(register: Register) -> None:
-    """Register tasks: ``register(name, factory)``; ``factory(**params) -> samat.Task``."""
+    """Register tasks; the factory returns a :class:`samat.Task`."""
 
 
 @hookspec
 def samat_register_attacks(register: Register) -> None:
-    """Register evaluation attacks: ``factory(model, loss_fn=None, **params) -> samat.Attack``."""
+    """Register evaluation attacks; the factory returns a :class:`samat.Attack` bound to the
+    model (or a :class:`samat.TextAttack`, which attacks raw texts)."""
 
 
 @hookspec
 def samat_register_weight_perturbations(register: Register) -> None:
-    """Register weight perturbations (SGD step, SAM, ASAM, ...).
-
-    ``factory(params, base_optimizer_cls, base_kwargs, **params) -> samat.WeightPerturbation``.
-    """
+    """Register weight perturbations (plain step, SAM, ...); the factory returns a
+    :class:`samat.WeightPerturbation` over the given base optimizer."""
 
 
 @hookspec
 def samat_register_input_perturbations(register: Register) -> None:
-    """Register training-time input perturbations (identity, PGD, FGSM, ...).
+    """Register training-time input perturbations (identity, PGD, ...); the factory returns a
+    :class:`samat.InputPerturbation`."""
 
-    ``factory(**params) -> samat.InputPerturbation``.
-    """
+
+@hookspec
+def samat_register_metrics(register: RegisterMetric) -> None:
+    """Declare the result keys a plugin's tasks and attacks report (titles, directions)."""
+
+
+@hookspec
+def samat_reference_results() -> list[dict[str, Any]] | None:
+    """Published numbers that ``samat report --against paper`` shows beside matching runs:
+    a list of tables, each ``{"ref", "task", "metric", "columns", "order", "rows"}`` and
+    optionally ``"note"`` (the format is documented in docs/reporting.md)."""
 
 
 @hookspec
@@ -58,7 +118,8 @@ def samat_on_result(metrics: dict[str, Any], run_dir: str) -> None:
 def samat_report_plots(runs: list[Any], out_dir: str) -> list[str] | None:
     """Draw task-specific PNG plots for ``samat report --out``; return the paths written.
 
-    ``runs`` are :class:`samat.report.Run` objects (``path``, ``metrics``, ``config``) of every
-    task; pick yours by ``run.metrics["task"]["name"]``. Draw with
-    :func:`samat.plots.new_figure` / :func:`samat.plots.save` (matplotlib is then installed).
+    ``runs`` are :class:`samat.ReportRun` objects (``path``, ``metrics``, ``config``,
+    ``weight_perturbation``, ``input_perturbation``) of every task; pick yours by
+    ``run.metrics["task"]["name"]``. Draw with :func:`samat.new_figure` /
+    :func:`samat.save_figure` (matplotlib is then installed).
     """

@@ -1,8 +1,10 @@
-"""The four things a plugin can provide: Task, InputPerturbation, Attack, WeightPerturbation.
+"""The four things a plugin can provide: Task, InputPerturbation, Attack (or TextAttack),
+WeightPerturbation — and the Metric a task scores with.
 
-One training step is ``x = input_perturbation.perturb(...)`` followed by
-``weight_perturbation.step(...)``: standard training, SAM, AT and SAM+AT are recipes, not code
-paths, and a task never knows which one is running.
+One training step is ``x' = input_perturbation.perturb(model, loss_fn, x, y)`` followed by
+``weight_perturbation.step(model, loss_fn, x', y)`` (:func:`samat.train_step`): standard
+training, SAM, AT and SAM+AT are recipes, not code paths, and a task never knows which one is
+running. This module imports nothing of samat but its errors.
 """
 
 from __future__ import annotations
@@ -46,17 +48,19 @@ class Metric(ABC):
 
 
 class Accuracy(Metric):
-    """Top-1 accuracy in percent for ``(N, C)`` logits, or ``(N,)`` sign scores (binary ±1)."""
+    """Top-1 accuracy in percent of ``(N, C)`` logits (:meth:`predict` says how an output is
+    turned into labels; override it for other outputs)."""
 
     def __init__(self) -> None:
         self.correct = 0
         self.total = 0
 
+    def predict(self, output: Tensor) -> Tensor:
+        """The predicted labels of a batch of outputs."""
+        return output.argmax(dim=1)
+
     def update(self, output: Tensor, target: Tensor) -> None:
-        if output.ndim == 1:
-            pred = torch.where(output >= 0, 1, -1).to(target.dtype)
-        else:
-            pred = output.argmax(dim=1)
+        pred = self.predict(output).to(target.dtype)
         self.correct += int((pred == target).sum())
         self.total += int(target.numel())
 
@@ -79,7 +83,8 @@ class InputPerturbation(ABC):
     name: str = "?"
 
     @abstractmethod
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> Tensor: ...
+    def perturb(self, model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> Tensor:
+        """The batch the model trains on instead of ``x`` (detached)."""
 
     def describe(self) -> dict[str, Any]:
         """Every parameter that determines the perturbation (recorded next to results)."""
@@ -101,6 +106,20 @@ class Attack(ABC):
         """Called before evaluation with the run directory and this attack's column label, for
         attacks that write artifacts (e.g. adversarial examples); the default ignores it."""
         return None
+
+
+class TextAttack(Attack):
+    """An attack on raw texts (TextAttack recipes, ...): a text task hands it the evaluation
+    set's ``(text, label)`` pairs instead of calling it batch by batch."""
+
+    @abstractmethod
+    def attack_texts(self, texts: list[str], labels: list[int]) -> dict[str, Any]:
+        """Attack ``texts``; the results, in the task's metric (e.g. ``accuracy`` under attack)
+        plus any other keys (``attack_success_rate``, ``n_examples``, ...)."""
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        raise TypeError(f"{self.name} attacks raw texts: use it through a text task, or call "
+                        "attack_texts(texts, labels)")
 
 
 @dataclass
@@ -229,22 +248,13 @@ class Task(ABC):
         model: nn.Module,
         batches: Iterable[tuple[Any, Tensor]],
         attack: Attack | None = None,
-    ) -> dict[str, float]:
+    ) -> dict[str, Any]:
         """Natural metric of ``model`` on ``batches``, after ``attack`` if one is given.
 
         Under torchrun, samat gives each rank a shard of the data when a task keeps this method
         and its metric has a :meth:`Metric.state`; the states are summed before ``compute``.
         """
-        from samat.distributed import merge_shards
-
-        metric = self.new_metric()
-        model.eval()
-        for x, y in batches:
-            if attack is not None:
-                x = attack(x, y)
-            with torch.no_grad():
-                metric.update(model(x), y)
-        return merge_shards(metric).compute()
+        return accumulate(self, model, batches, attack).compute()
 
     def report(self, model: nn.Module) -> dict[str, Any]:
         """Task-specific extra results recorded in ``metrics.json`` (e.g. learned weights)."""
@@ -253,3 +263,17 @@ class Task(ABC):
     def describe(self) -> dict[str, Any]:
         """Facts about the data and model recorded next to results (sizes, sources)."""
         return {}
+
+
+def accumulate(task: Task, model: nn.Module, batches: Iterable[tuple[Any, Tensor]],
+               attack: Attack | None = None) -> Metric:
+    """The default evaluation loop: ``task``'s metric updated with ``model``'s outputs on
+    ``batches`` (after ``attack``), in eval mode; not yet computed."""
+    metric = task.new_metric()
+    model.eval()
+    for x, y in batches:
+        if attack is not None:
+            x = attack(x, y)
+        with torch.no_grad():
+            metric.update(model(x), y)
+    return metric

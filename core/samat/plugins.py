@@ -25,6 +25,7 @@ from typing import Any
 import pluggy
 
 from samat import hookspecs
+from samat.errors import SamatError
 from samat.registry import Registry
 
 ENTRY_POINT_GROUP = "samat"
@@ -35,7 +36,17 @@ REGISTRATION_HOOKS = {
     "attacks": ("samat_register_attacks", "attack"),
     "weight_perturbations": ("samat_register_weight_perturbations", "weight perturbation"),
     "input_perturbations": ("samat_register_input_perturbations", "input perturbation"),
+    "metrics": ("samat_register_metrics", "metric"),
 }
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """A declared result key: its title in reports and which direction is better."""
+
+    name: str
+    label: str
+    higher_is_better: bool = True
 
 
 @dataclass
@@ -78,6 +89,17 @@ class Registries:
     attacks: Registry
     weight_perturbations: Registry
     input_perturbations: Registry
+    metrics: Registry  # entries' factory is the MetricInfo itself
+
+    def metric(self, name: str) -> MetricInfo:
+        """What plugins declared about the result key ``name`` (undeclared or conflicting:
+        the key itself as title, higher is better)."""
+        if name in self.metrics:
+            try:
+                return self.metrics.get(name).factory
+            except SamatError:
+                pass
+        return MetricInfo(name, name)
 
 
 class _State:
@@ -187,7 +209,9 @@ def registries() -> Registries:
             registry = Registry(kind)
             impls = sorted(getattr(pm.hook, hook_name).get_hookimpls(), key=_registration_order)
             for impl in impls:
-                register = partial(registry.register, plugin=impl.plugin_name)
+                register = (partial(_register_metric, registry, impl.plugin_name)
+                            if attr == "metrics" else
+                            partial(registry.register, plugin=impl.plugin_name))
                 try:
                     impl.function(register=register)
                 except KeyboardInterrupt:
@@ -203,6 +227,29 @@ def registries() -> Registries:
             built[attr] = registry
         _State.registries = Registries(**built)
     return _State.registries
+
+
+def _register_metric(registry: Registry, plugin: str, name: str, label: str, *,
+                     higher_is_better: bool = True) -> None:
+    """The :class:`samat.hookspecs.RegisterMetric` callback."""
+    registry.register(name, MetricInfo(name, label, bool(higher_is_better)), label,
+                      plugin=plugin)
+
+
+def reference_tables() -> list[dict[str, Any]]:
+    """Every plugin's ``samat_reference_results`` tables (each with its ``plugin``); one that
+    raises is logged and left out."""
+    tables: list[dict[str, Any]] = []
+    for impl in plugin_manager().hook.samat_reference_results.get_hookimpls():
+        try:
+            tables += [{**t, "plugin": impl.plugin_name} for t in impl.function() or []]
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            logging.getLogger("samat").warning(
+                "plugin '%s': samat_reference_results failed: %s", impl.plugin_name,
+                _describe_error(exc))
+    return tables
 
 
 def call_result_hooks(metrics: dict[str, Any], run_dir: str) -> None:

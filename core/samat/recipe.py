@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import logging
 import math
 import re
@@ -21,6 +20,7 @@ from typing import Any
 import yaml
 
 from samat.errors import SamatError
+from samat.names import did_you_mean, unknown_key_message
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _NUMBER_RE = re.compile(rf"^\s*{_NUMBER}\s*$")
@@ -135,6 +135,8 @@ class Recipe:
         return _dump(self)
 
 
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+"""``train.optimizer.name`` -> the ``torch.optim`` class (and how reports name it)."""
 SCHEDULES = ("constant", "step", "cosine", "poly")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ON_NONFINITE = ("stop", "skip")
@@ -167,13 +169,6 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(value, f"{prefix}{key}."))
         return out
     return {prefix.rstrip("."): data}
-
-
-def _unknown_key(path: str, key: str, valid: list[str]) -> SamatError:
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    where = f"{path}.{key}" if path else key
-    return SamatError(f"Unknown key '{where}'.{hint} Valid keys here: {', '.join(valid)}")
 
 
 def _type_name(tp: Any) -> str:
@@ -247,7 +242,7 @@ def _dataclass(cls: type, value: Any, path: str) -> Any:
     kwargs = {}
     for key, item in value.items():
         if key not in hints:
-            raise _unknown_key(path, str(key), names)
+            raise SamatError(unknown_key_message(path, str(key), names))
         kwargs[key] = _coerce(item, hints[key], f"{path}.{key}" if path else key)
     missing = [
         f.name for f in dataclasses.fields(cls)
@@ -294,10 +289,8 @@ def _check_ranges(recipe: Recipe) -> None:
         raise SamatError("train: set exactly one of train.epochs or train.iterations")
     s = t.schedule
     if s.name not in SCHEDULES:
-        close = difflib.get_close_matches(s.name, SCHEDULES, n=1)
-        hint = f" Did you mean: {close[0]}?" if close else ""
         raise SamatError(
-            f"Unknown schedule 'train.schedule.name={s.name}'.{hint} "
+            f"Unknown schedule 'train.schedule.name={s.name}'.{did_you_mean(s.name, SCHEDULES)} "
             f"Available: {', '.join(SCHEDULES)}"
         )
     if not 0 < s.gamma <= 1:
@@ -489,7 +482,7 @@ def read_yaml(path: str | Path) -> Any:
         raise SamatError(f"{path}: malformed YAML: {exc}") from None
     if data is None:
         raise SamatError(f"{path}: the file is empty (or only comments); a recipe is a mapping "
-                         "such as 'task: {name: toy_duality}' (see recipes/)")
+                         "with at least a task (see recipes/ and samat list tasks)")
     check_size(data, str(path))
     return data
 

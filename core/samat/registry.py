@@ -7,23 +7,27 @@ a :class:`SamatError` naming every plugin involved. Every other name stays usabl
 
 from __future__ import annotations
 
-import difflib
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from samat.errors import SamatError, UnknownNameError
+from samat.names import unknown_name_message
 
 
 @dataclass
 class Entry:
-    """One registered factory, given directly or as a lazy ``"module:attribute"`` path."""
+    """One registered factory, given directly or as a lazy ``"module:attribute"`` path (or a
+    declared value, such as a metric's :class:`samat.plugins.MetricInfo`)."""
 
     name: str
-    target: Callable[..., Any] | str
+    target: Any
     description: str
     plugin: str
+    example: dict[str, Any] = field(default_factory=dict)  # builds a small instance (tests)
+    label: str | None = None  # how reports name a method trained with it
+    environment: tuple[str, ...] = ()  # task parameters that do not define the experiment
     conflict: str | None = None  # why the name is unusable (registered more than once)
     _loaded: Callable[..., Any] | None = field(default=None, repr=False)
 
@@ -65,9 +69,13 @@ class Registry:
         factory: Callable[..., Any] | str,
         description: str = "",
         *,
+        example: Mapping[str, Any] | None = None,
+        label: str | None = None,
+        environment: tuple[str, ...] = (),
         plugin: str = "?",
     ) -> None:
-        """Add ``factory`` (a callable or a lazy ``"module:attribute"`` path) under ``name``.
+        """Add ``factory`` (a callable or a lazy ``"module:attribute"`` path) under ``name``,
+        with the metadata :class:`samat.hookspecs.Register` documents.
 
         Without ``description`` the factory's first docstring line is used (paths are imported
         only when used, so give them a description). Registering a name again does not raise:
@@ -78,7 +86,8 @@ class Registry:
         if not description and not isinstance(factory, str):
             lines = (getattr(factory, "__doc__", None) or "").strip().splitlines()
             description = lines[0] if lines else ""
-        entry = Entry(name, factory, description, plugin)
+        entry = Entry(name, factory, description, plugin, dict(example or {}), label,
+                      tuple(environment))
         if name in self._conflicts:
             self._conflicts[name].append(entry)
         elif name in self._entries:
@@ -114,10 +123,6 @@ class Registry:
         except (KeyError, TypeError):
             raise UnknownNameError(unknown_name_message(self.kind, name, self.names())) from None
 
-    def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the factory registered under ``name``."""
-        return self.get(name).factory(*args, **kwargs)
-
     def names(self) -> list[str]:
         """Every registered name, conflicting ones included."""
         return sorted([*self._entries, *self._conflicts])
@@ -139,10 +144,3 @@ class Registry:
         return Entry(name, "", f"unusable: {fix}", f"conflict: {', '.join(plugins)}",
                      conflict=self.conflict_message(name))
 
-
-def unknown_name_message(kind: str, name: object, available: list[str]) -> str:
-    """``Unknown attack 'pgdd'. Did you mean: pgd? Available: fgsm, pgd``."""
-    close = difflib.get_close_matches(str(name), available, n=3, cutoff=0.5)
-    hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    listed = ", ".join(available) if available else "(none registered)"
-    return f"Unknown {kind} '{name}'.{hint} Available: {listed}"

@@ -12,23 +12,29 @@ from typing import Any
 
 import yaml
 
-from samat.atomic import write_json, write_text
+from samat import __version__
+from samat.atomic import to_json, write_json, write_text
 from samat.errors import SamatError
+from samat.gitinfo import git_info
+from samat.plugins import plugin_versions
 
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
 HISTORY = "history.jsonl"
 LOG = "log.txt"
 CHECKPOINT = Path("checkpoints") / "last.pt"
+SWEEP_MANIFEST = "sweep.json"
+"""A sweep directory's record of its recipe, grid, cases and points."""
 FINISHED, DIVERGED = "finished", "diverged"
 """``metrics.json`` ``status`` values: evaluated normally, or stopped on a non-finite value."""
 
 _STAMP = re.compile(r"(\d{8}-\d{6})(?:-(\d+))?")
 
 __all__ = ["CHECKPOINT", "CONFIG", "DIVERGED", "FINISHED", "HISTORY", "LOG", "METRICS",
-           "check_output_dir", "default_runs_root", "find_resumable", "format_table",
-           "is_run_dir", "new_run_dir", "read_config", "read_metrics", "results_table",
-           "run_status", "versions", "write_config", "write_history", "write_json"]
+           "SWEEP_MANIFEST", "check_output_dir", "default_runs_root", "find_resumable",
+           "format_table", "is_run_dir", "new_run_dir", "read_config", "read_metrics",
+           "read_sweep_grid", "results_table", "run_status", "versions", "write_config",
+           "write_history", "write_json"]
 
 
 def default_runs_root(recipe_name: str) -> Path:
@@ -137,6 +143,22 @@ def read_metrics(run_dir: Path) -> dict[str, Any] | None:
     return data
 
 
+def read_sweep_grid(sweep_dir: Path) -> dict[str, list[Any]] | None:
+    """The grid (axis -> values, as written) of the sweep at ``sweep_dir``; None if it holds no
+    sweep manifest, a one-line error if the manifest is unreadable."""
+    path = sweep_dir / SWEEP_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        grid = json.loads(path.read_text(encoding="utf-8")).get("grid", {})
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise SamatError(f"{path}: unreadable ({exc}); run the sweep again to rewrite "
+                         "it") from None
+    if not isinstance(grid, dict):
+        raise SamatError(f"{path}: 'grid' is not a mapping; run the sweep again to rewrite it")
+    return grid
+
+
 def run_status(metrics: dict[str, Any] | None) -> str | None:
     """``finished``, ``diverged`` or None (no metrics yet); runs older than the ``status`` key
     count as finished."""
@@ -147,26 +169,20 @@ def run_status(metrics: dict[str, Any] | None) -> str | None:
 
 def write_history(path: Path, records: list[dict[str, Any]]) -> None:
     """Rewrite ``history.jsonl`` (one strict JSON object per epoch) atomically."""
-    from samat.atomic import to_json
-
     write_text(path, "".join(to_json(r) + "\n" for r in records))
 
 
 def versions() -> dict[str, Any]:
     """Versions of Python, samat, torch and every loaded plugin, and the git commit of samat's
     own source tree (read from disk: no git command runs)."""
-    import torch
-
-    import samat
-    from samat.gitinfo import git_info
-    from samat.plugins import plugin_versions
+    import torch  # results are also read where torch is not needed (reports)
 
     return {
         "python": platform.python_version(),
-        "samat": samat.__version__,
+        "samat": __version__,
         "torch": torch.__version__,
         "plugins": plugin_versions(),
-        "samat_git": git_info(Path(samat.__file__).parent),
+        "samat_git": git_info(Path(__file__).parent),
     }
 
 

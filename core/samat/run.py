@@ -14,7 +14,10 @@ from torch import nn
 
 from samat import distributed, results
 from samat.atomic import remove_temporaries
-from samat.build import (
+from samat.data import device_batches, eval_loader
+from samat.distributed import resolve_device
+from samat.errors import SamatError
+from samat.factories import (
     check_components,
     create_attack,
     create_input_perturbation,
@@ -22,33 +25,14 @@ from samat.build import (
     create_weight_perturbation,
     task_params,
 )
-from samat.data import device_batches, eval_loader
-from samat.errors import SamatError
 from samat.interfaces import Attack, InputPerturbation, Task, WeightPerturbation
 from samat.locking import RunLock, holder_gone
+from samat.plugins import call_result_hooks
 from samat.recipe import Recipe, flatten, load_recipe, recipe_from_dict
 from samat.seeding import seed_everything
 from samat.train import Diverged, Trainer
 
 log = logging.getLogger("samat")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda if available, else cpu; an unavailable device is a user error. Under
-    torchrun, ``cuda`` is ``cuda:LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SamatError(f"device: '{name}' requested but CUDA is not available; use auto or cpu")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise SamatError("device: 'mps' requested but not available; use auto or cpu")
-    if distributed.launched():
-        if name == "cuda":
-            return torch.device("cuda", distributed.local_rank())
-        if name != "cpu":
-            raise SamatError(f"device: '{name}' under torchrun; use auto, cuda (each process "
-                             "takes cuda:LOCAL_RANK) or cpu")
-    return torch.device(name)
 
 
 @dataclass
@@ -63,7 +47,7 @@ class Components:
     device: torch.device
 
 
-def build(recipe: Recipe, task: Task | None = None) -> Components:
+def build_components(recipe: Recipe, task: Task | None = None) -> Components:
     """Create task (unless given, built from this recipe's task config), model, perturbations
     and attacks; raises SamatError on any bad input."""
     device = resolve_device(recipe.device)
@@ -92,7 +76,7 @@ def build(recipe: Recipe, task: Task | None = None) -> Components:
 
 def prepare(recipe: Recipe, task: Task | None = None) -> tuple[Components, Trainer]:
     """Everything a run needs, validated: the components and their trainer."""
-    c = build(recipe, task)
+    c = build_components(recipe, task)
     return c, Trainer(recipe, c.task, c.model, c.weight, c.input, c.device)
 
 
@@ -308,8 +292,6 @@ def _train_and_evaluate(
         if verify is not None:
             verify()
         results.write_json(run_dir / results.METRICS, metrics)
-        from samat.plugins import call_result_hooks
-
         call_result_hooks(metrics, str(run_dir))
     return metrics
 

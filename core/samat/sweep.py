@@ -36,9 +36,9 @@ from typing import Any
 
 import yaml
 
-from samat import lifeline, results
-from samat.build import check_components
+from samat import __version__, lifeline, results
 from samat.errors import DIVERGED_EXIT, SamatError
+from samat.factories import check_components
 from samat.interfaces import Task
 from samat.locking import LOCK_NAME, RunLock, lock_state
 from samat.recipe import Recipe, load_yaml_text, parse_override, read_yaml, recipe_from_dict
@@ -47,7 +47,7 @@ from samat.train import Diverged
 
 log = logging.getLogger("samat")
 
-MANIFEST = "sweep.json"
+MANIFEST = results.SWEEP_MANIFEST
 SWEEP_KEY = "sweep"
 
 
@@ -252,8 +252,6 @@ def default_root(sweep: Sweep) -> Path:
 
 
 def _manifest(sweep: Sweep, root: Path) -> dict[str, Any]:
-    from samat import __version__
-
     points = []
     for p in sweep.points:
         entry: dict[str, Any] = {"name": p.name, "case": p.case, "values": p.values,

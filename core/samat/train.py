@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm import tqdm
 
 from samat import distributed
@@ -38,6 +39,7 @@ from samat.recipe import Recipe
 from samat.results import write_history
 from samat.schedules import build_scheduler
 from samat.seeding import rng_state, set_rng_state
+from samat.step import train_step
 
 log = logging.getLogger("samat")
 
@@ -287,8 +289,8 @@ class Trainer:
         if self._statistics:  # a skipped step must not leave its batch in BatchNorm statistics
             torch._foreach_copy_(self._statistics_copy, self._statistics)
         try:
-            x_in = self.input.perturb(self.forward_model, x, y, loss_fn)
-            return self.weight.step(self.step_model, loss_fn, x_in, y)
+            return train_step(self.input, self.weight, self.step_model, loss_fn, x, y,
+                              perturb_model=self.forward_model)
         except NonFiniteStep as bad:
             self.weight.optimizer.zero_grad(set_to_none=True)
             if self._statistics:
@@ -390,8 +392,6 @@ def _bad_checkpoint(path: Path, why: str) -> SamatError:
 
 def _bn_statistics(model: nn.Module) -> list[Tensor]:
     """The running statistics of every BatchNorm layer of ``model`` that tracks them."""
-    from torch.nn.modules.batchnorm import _BatchNorm
-
     return [t for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats
             for t in (m.running_mean, m.running_var, m.num_batches_tracked) if t is not None]
 

@@ -6,7 +6,7 @@ flip) is applied per item on tensors, with torch's global RNG (which the trainer
 
 CIFAR pickles are read directly in their standard layout: torchvision's ``CIFAR10`` verifies the
 md5 of every file on load, which only the official files pass, so torchvision is used here for
-``download`` only. They are unpickled with :func:`samat.unpickle.load`, allowing only the numpy
+``download`` only. They are unpickled with :func:`samat.load_pickle`, allowing only the numpy
 array globals real (and re-packaged) CIFAR files hold (:data:`CIFAR_GLOBALS`): a file under
 ``task.root`` cannot run code, even under ``samat validate``.
 """
@@ -23,8 +23,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from samat import unpickle
-from samat.errors import MissingDataError
+from samat import MissingDataError, load_pickle
 
 DATASETS = ("cifar10", "cifar100", "tinyimagenet", "imagefolder", "digits")
 
@@ -139,8 +138,8 @@ def _read_pickle(path: Path, kind: str) -> dict[str, object]:
     """The dict pickled at ``path`` with ``str`` keys (``b'data'`` and ``'data'`` alike),
     decoded as ``pickle.load(encoding="latin1")`` would, no code run."""
     fix = f"replace it with the original {kind} file (task.download=true fetches it)"
-    entry = unpickle.load(path, CIFAR_GLOBALS, encoding="latin1", what=f"task.root: {path}",
-                          hint=fix)
+    entry = load_pickle(path, CIFAR_GLOBALS, encoding="latin1", what=f"task.root: {path}",
+                        hint=fix)
     if not isinstance(entry, dict) or not all(isinstance(k, (str, bytes)) for k in entry):
         raise MissingDataError(f"task.root: {path} is not a {kind} pickle (expected a dict with "
                                f"str or bytes keys, got {type(entry).__name__}); {fix}")

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from samat.registry import unknown_name_message
+from samat import check_int, unknown_name_message
 
 
 class Normalize(nn.Module):
@@ -146,14 +146,13 @@ class SmallCNN(nn.Module):
 def preactresnet18(num_classes: int, in_channels: int, img_size: int,
                    width: int = 64) -> nn.Module:
     """PreActResNet-18; ``width``: channels of the first stage (64 in the paper)."""
-    _positive(width=width)
-    return PreActResNet18(num_classes, in_channels, width)
+    return PreActResNet18(num_classes, in_channels, check_int("width", width))
 
 
 def wrn(num_classes: int, in_channels: int, img_size: int, depth: int = 28, width: int = 10,
         dropout: float = 0.0) -> nn.Module:
     """WideResNet-``depth``-``width`` (28-10 in the paper), optional dropout in each block."""
-    _positive(depth=depth, width=width)
+    depth, width = check_int("depth", depth), check_int("width", width)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     return WideResNet(num_classes, in_channels, depth, width, dropout)
@@ -165,7 +164,7 @@ def deit_tiny(num_classes: int, in_channels: int, img_size: int, width: int = 19
     are fetched). ``width``: embedding dimension (a multiple of 3), ``depth``: blocks."""
     import timm
 
-    _positive(width=width, depth=depth)
+    width, depth = check_int("width", width), check_int("depth", depth)
     if width % 3:
         raise ValueError(f"DeiT-tiny has 3 heads, width must be a multiple of 3, "
                          f"got {width}")
@@ -179,14 +178,7 @@ def deit_tiny(num_classes: int, in_channels: int, img_size: int, width: int = 19
 
 def small_cnn(num_classes: int, in_channels: int, img_size: int, width: int = 32) -> nn.Module:
     """A 2-stage CNN with ``width`` then ``2*width`` channels, for digits and quick tests."""
-    _positive(width=width)
-    return SmallCNN(num_classes, in_channels, width)
-
-
-def _positive(**values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return SmallCNN(num_classes, in_channels, check_int("width", width))
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {

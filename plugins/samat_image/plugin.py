@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from samat.hookspecs import Register, hookimpl
+from samat import Register, hookimpl
 
 
 @hookimpl
@@ -14,15 +14,30 @@ def samat_register_tasks(register: Register) -> None:
         "image_classification",
         "samat_image.task:ImageClassificationTask",
         "CIFAR-10/100, TinyImageNet, image folders or digits; PRN-18, WRN, DeiT-tiny, small CNN",
+        example={"dataset": "digits", "model": "small_cnn", "n_train": 64},  # offline, no weights
+        environment=("root", "download"),
     )
 
 
 @hookimpl
 def samat_register_attacks(register: Register) -> None:
-    from samat_image.attacks import ATTACKS  # a constant: (name, "module:attr", description)
+    from samat_image.attacks import ATTACKS  # a constant: (name, "module:attr", description,
+    # example)
 
-    for name, factory, description in ATTACKS:
-        register(name, factory, description)
+    for name, factory, description, example in ATTACKS:
+        register(name, factory, description, example=example)
+
+
+@hookimpl
+def samat_reference_results() -> list[dict[str, Any]]:
+    """The paper's CIFAR-10/100, TinyImageNet and WRN/DeiT tables for ``--against paper``
+    (``reference_results.yaml``)."""
+    from importlib import resources
+
+    import yaml
+
+    path = resources.files("samat_image").joinpath("reference_results.yaml")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["tables"]
 
 
 @hookimpl
@@ -30,7 +45,7 @@ def samat_on_result(metrics: dict[str, Any], run_dir: str) -> None:
     """Write ``robustbench.json`` beside ``metrics.json`` for every standard AutoAttack result."""
     if metrics["task"]["name"] != "image_classification":
         return
-    from samat.results import write_json
+    from samat import write_json
     from samat_image.attacks.robustbench import robustbench_record
 
     records = [

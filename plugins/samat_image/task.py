@@ -10,8 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from samat.errors import SamatError
-from samat.interfaces import Bounds, Task
+from samat import Bounds, SamatError, Task, check_int, unknown_name_message
 from samat_image import data
 from samat_image.models import build_model, check_model
 
@@ -45,13 +44,9 @@ class ImageClassificationTask(Task):
         seed: int = 0,
     ) -> None:
         if dataset not in data.DATASETS:
-            from samat.registry import unknown_name_message
-
             raise ValueError(unknown_name_message("dataset", dataset, list(data.DATASETS)))
-        for name, value in (("resize", resize), ("n_train", n_train)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)
-                                      or value < 1):
-                raise ValueError(f"{name} must be an integer >= 1 or null, got {value!r}")
+        resize = check_int("resize", resize, optional=True)
+        n_train = check_int("n_train", n_train, optional=True)
         if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**32:
             raise ValueError(f"seed must be an integer in [0, 2**32-1], got {seed!r}")
         if augment is not None and not isinstance(augment, bool):

@@ -16,7 +16,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from samat.errors import MissingDataError
+from samat import MissingDataError
 
 Transform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 

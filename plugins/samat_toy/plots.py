@@ -8,12 +8,10 @@ from typing import Any
 TASK = "toy_duality"
 
 
-def _method(config: dict[str, Any]) -> tuple[str, float | None]:
-    """``("st", None)``, ``("at", eps)`` or ``("sam", rho)``; ``("other", None)`` for runs
-    that combine both or use another perturbation."""
-    from samat.report import perturbations
-
-    weight, inp = perturbations(config)  # a zero radius counts as none
+def _method(run: Any) -> tuple[str, float | None]:
+    """``("st", None)``, ``("at", eps)`` or ``("sam", rho)`` for a :class:`samat.ReportRun`;
+    ``("other", None)`` for runs that combine both or use another perturbation."""
+    weight, inp = run.weight_perturbation, run.input_perturbation  # a zero radius is none
     at = inp["name"] != "none" and "eps" in inp
     sam = weight["name"] in ("sam", "asam")
     if at and not sam and inp.get("norm", "linf") == "linf":
@@ -39,7 +37,7 @@ def wr_plot(runs: list[Any], out_dir: Path) -> list[Path]:
 def _plot(key: tuple[float, float, int], runs: list[Any], out_dir: Path) -> Path:
     import numpy as np
 
-    from samat.plots import new_figure, save
+    from samat import new_figure, save_figure
     from samat_toy import theory
 
     p, eta, n = key
@@ -56,7 +54,7 @@ def _plot(key: tuple[float, float, int], runs: list[Any], out_dir: Path) -> Path
             label="SAM: exact optimum (radius ε on w1)")
     found: dict[tuple[str, float | None], list[float]] = {}
     for run in runs:
-        method, x = _method(run.config)
+        method, x = _method(run)
         found.setdefault((method, x), []).append(float(run.metrics["report"]["w_r"]))
     st = found.pop(("st", None), None)
     if st:
@@ -74,4 +72,4 @@ def _plot(key: tuple[float, float, int], runs: list[Any], out_dir: Path) -> Path
     ax.set_title(f"§4 model, p={p}, η={eta}, n={n}: robust-feature weight", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    return save(fig, out_dir / f"toy_wr_p{p:g}_eta{eta:g}_n{n}.png")
+    return save_figure(fig, out_dir / f"toy_wr_p{p:g}_eta{eta:g}_n{n}.png")

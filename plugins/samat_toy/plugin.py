@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from samat.hookspecs import Register, hookimpl
+from samat import Register, hookimpl
 
 
 @hookimpl
@@ -13,6 +13,7 @@ def samat_register_tasks(register: Register) -> None:
         "toy_duality",
         "samat_toy.task:ToyDualityTask",
         "The paper's section 4 binary model: one robust and n non-robust features, linear model",
+        example={"n": 4, "n_train": 64, "n_test": 64, "theory_eps": [0.1]},
     )
 
 

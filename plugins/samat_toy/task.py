@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from samat.interfaces import Bounds, Task
+from samat import Accuracy, Bounds, Task, check_int
 from samat_toy.theory import duality_table
 
 MAX_VALUES = 10**9
@@ -39,12 +39,19 @@ class SignScoreLinear(nn.Module):
         return self.linear(x).squeeze(-1)
 
 
+class SignAccuracy(Accuracy):
+    """Accuracy of ``(N,)`` scores whose sign is the predicted ±1 label."""
+
+    def predict(self, output: Tensor) -> Tensor:
+        return torch.where(output >= 0, 1, -1)
+
+
 class ToyDualityTask(Task):
     """``y`` uniform ±1; ``x[:, 0] = y`` w.p. ``p`` else ``-y`` (robust); ``x[:, 1:]`` i.i.d.
     ``N(eta*y, 1)`` (``n`` non-robust features). Train and test sets come from independent
     streams of a numpy generator seeded by ``seed``. ``theory_eps``: the ``eps`` grid of the
-    ``duality_table`` in ``report`` (each in ``[0, eta)``). The default metric, the core
-    ``Accuracy``, scores ``(N,)`` outputs by their sign against the ±1 targets."""
+    ``duality_table`` in ``report`` (each in ``[0, eta)``). Accuracy scores the ``(N,)``
+    outputs by their sign against the ±1 targets (:class:`SignAccuracy`)."""
 
     metric = "accuracy"
     input_bounds: Bounds = None
@@ -60,8 +67,7 @@ class ToyDualityTask(Task):
         theory_eps: Sequence[float] = (0.05, 0.1, 0.2),
     ) -> None:
         for name, value, low in (("n_train", n_train, 1), ("n_test", n_test, 1), ("seed", seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_int(name, value, low)
             if name != "seed" and isinstance(n, Integral) and value * (n + 1) > MAX_VALUES:
                 raise ValueError(f"{name} * (n + 1) = {value * (n + 1):.3g} feature values exceed "
                                  f"the {MAX_VALUES:.0e} this in-memory task holds; lower {name} "
@@ -99,6 +105,9 @@ class ToyDualityTask(Task):
 
     def eval_dataset(self) -> torch.utils.data.TensorDataset:
         return self._sample(1, self.n_test)
+
+    def new_metric(self) -> SignAccuracy:
+        return SignAccuracy()
 
     def build_model(self) -> nn.Module:
         return SignScoreLinear(self.n + 1)

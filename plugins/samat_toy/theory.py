@@ -51,11 +51,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from numbers import Integral, Real
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import ndtr
+
+from samat import check_int, check_number
 
 ArrayLike = float | np.ndarray
 
@@ -65,14 +66,11 @@ _SQRT_EPS = math.sqrt(np.finfo(float).eps)
 
 
 def _check(p: float, eta: float, n: int, eps: float | None = None) -> None:
-    if not isinstance(p, Real) or not 0.5 < p < 1.0:
-        raise ValueError(f"p must be a number in (0.5, 1), got {p!r}")
-    if not isinstance(eta, Real) or not 0.0 < eta < math.inf:
-        raise ValueError(f"eta must be a finite number > 0, got {eta!r}")
-    if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    if eps is not None and (not isinstance(eps, Real) or not 0.0 <= eps < math.inf):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+    check_number("p", p, minimum=0.5, maximum=1, strict_min=True, strict_max=True)
+    check_number("eta", eta, minimum=0, strict_min=True)
+    check_int("n", n)
+    if eps is not None:
+        check_number("eps", eps, minimum=0)
 
 
 def _log_odds(p: float) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
@@ -35,8 +37,27 @@ class ModelAttack(Attack):
         modes = [(module, module.training) for module in self.model.modules()]
         self.model.eval()
         try:
-            return self.perturbation.perturb(self.model, x, y, self.loss_fn)
+            return self.perturbation.perturb(self.model, self.loss_fn, x, y)
         finally:
             self.model.train(was_training)
             for module, training in modes:  # submodules whose mode differed from the model's
                 module.training = training
+
+
+def attack_factory(cls: type[InputPerturbation]) -> Callable[..., ModelAttack]:
+    """The attack factory of the input perturbation ``cls``: ``factory(model, loss_fn=None,
+    **params)`` builds ``cls(**params)`` and binds it to ``model``. Its signature is ``cls``'s
+    (plus ``model`` and ``loss_fn``), so recipes are checked against ``cls``'s parameters."""
+
+    def factory(model: nn.Module, loss_fn: LossFn | None = None, **params: Any) -> ModelAttack:
+        return ModelAttack(cls(**params), model, loss_fn)
+
+    own = list(inspect.signature(cls).parameters.values())
+    factory.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("loss_fn", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+        *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own),
+    ])
+    factory.__name__ = factory.__qualname__ = f"{cls.__name__.lower()}_attack"
+    factory.__doc__ = cls.__doc__
+    return factory

@@ -10,10 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from samat.batchnorm import frozen_bn_stats
 from samat.interfaces import Bounds, InputPerturbation, LossFn
-from samat.optim.bn import frozen_bn_stats
 from samat.perturb.pgd import (
     check_bounds,
+    check_eps,
     check_linf_eps,
     check_mask,
     clamp,
@@ -31,9 +32,7 @@ class FGSM(InputPerturbation):
     def __init__(
         self, eps: float = 8 / 255, bounds: Bounds = (0.0, 1.0), mask: Tensor | None = None
     ) -> None:
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps!r}")
-        self.eps = float(eps)
+        self.eps = check_eps(eps)
         self.bounds = check_bounds(bounds)
         self.mask = check_mask(mask)
         check_linf_eps(self.eps, self.bounds)
@@ -46,13 +45,13 @@ class FGSM(InputPerturbation):
             "mask": describe_mask(self.mask),
         }
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> Tensor:
+    def perturb(self, model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial version of ``x`` (detached); BatchNorm statistics are not updated."""
         x = x.detach()
         if self.eps == 0:
             return x.clone()
         with frozen_bn_stats(model), torch.enable_grad():
-            grad = input_gradient(model, x, y, loss_fn)
+            grad = input_gradient(model, loss_fn, x, y)
         step = self.eps * grad.sign()
         if self.mask is not None:
             step = step * self.mask.to(device=x.device, dtype=x.dtype)

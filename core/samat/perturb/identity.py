@@ -12,5 +12,5 @@ class Identity(InputPerturbation):
 
     name = "none"
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> Tensor:
+    def perturb(self, model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> Tensor:
         return x

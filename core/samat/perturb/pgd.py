@@ -12,10 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from samat.batchnorm import frozen_bn_stats
+from samat.checks import check_choice, check_int
 from samat.interfaces import Bounds, InputPerturbation, LossFn
-from samat.optim.bn import frozen_bn_stats
 
-NORMS = ("linf", "l2")
+PGD_NORMS = ("linf", "l2")
 L2_EPS_FOR_DIVISION = 1e-10  # torchattacks.PGDL2's guard against a zero gradient
 
 
@@ -30,6 +31,13 @@ def check_bounds(bounds: Bounds | list[float]) -> Bounds:
     if not low < high:
         raise ValueError(f"bounds must be None or (low, high) with low < high, got {bounds!r}")
     return low, high
+
+
+def check_eps(eps: float) -> float:
+    """``eps`` as a float; ``ValueError`` unless ``eps >= 0``."""
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    return float(eps)
 
 
 def check_linf_eps(eps: float, bounds: Bounds) -> None:
@@ -61,14 +69,14 @@ def clamp(x: Tensor, bounds: Bounds) -> Tensor:
     return x if bounds is None else torch.clamp(x, min=bounds[0], max=bounds[1])
 
 
-def input_gradient(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> Tensor:
+def input_gradient(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> Tensor:
     """Gradient of ``loss_fn(model(x), y)`` w.r.t. ``x`` only; parameters' ``.grad`` untouched."""
     x = x.detach().requires_grad_(True)
     loss = loss_fn(model(x), y)
     return torch.autograd.grad(loss, x, retain_graph=False, create_graph=False)[0]
 
 
-def per_example_loss(model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> Tensor:
+def per_example_loss(model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> Tensor:
     """``(N,)`` losses: one batched forward, then ``loss_fn`` on each example's slice."""
     with torch.no_grad():
         output = model(x)
@@ -103,24 +111,16 @@ class PGD(InputPerturbation):
         bounds: Bounds = (0.0, 1.0),
         mask: Tensor | None = None,
     ) -> None:
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        if not eps >= 0:
-            raise ValueError(f"eps must be >= 0, got {eps!r}")
+        self.norm = check_choice("norm", norm, PGD_NORMS)
+        self.eps = check_eps(eps)
         if not alpha > 0:
             raise ValueError(f"alpha must be > 0, got {alpha!r}")
-        if int(steps) != steps or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-        if int(restarts) != restarts or restarts < 1:
-            raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
-        if restarts > 1 and not random_start:
-            raise ValueError("restarts > 1 needs random_start=True (restarts would be identical)")
-        self.norm = norm
-        self.eps = float(eps)
         self.alpha = float(alpha)
-        self.steps = int(steps)
+        self.steps = check_int("steps", steps, whole_floats=True)
+        self.restarts = check_int("restarts", restarts, whole_floats=True)
+        if self.restarts > 1 and not random_start:
+            raise ValueError("restarts > 1 needs random_start=True (restarts would be identical)")
         self.random_start = bool(random_start)
-        self.restarts = int(restarts)
         self.bounds = check_bounds(bounds)
         self.mask = check_mask(mask)
         if norm == "linf":
@@ -139,32 +139,32 @@ class PGD(InputPerturbation):
             "mask": describe_mask(self.mask),
         }
 
-    def perturb(self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn) -> Tensor:
+    def perturb(self, model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor) -> Tensor:
         """Adversarial version of ``x`` (detached); BatchNorm statistics are not updated."""
         x = x.detach()
         if self.eps == 0:
             return x.clone()
         mask = None if self.mask is None else self.mask.to(device=x.device, dtype=x.dtype)
         with frozen_bn_stats(model), torch.enable_grad():
-            best = self._attack(model, x, y, loss_fn, mask)
+            best = self._attack(model, loss_fn, x, y, mask)
             if self.restarts > 1:
-                best_loss = per_example_loss(model, best, y, loss_fn)
+                best_loss = per_example_loss(model, loss_fn, best, y)
                 for _ in range(self.restarts - 1):
-                    x_adv = self._attack(model, x, y, loss_fn, mask)
-                    loss = per_example_loss(model, x_adv, y, loss_fn)
+                    x_adv = self._attack(model, loss_fn, x, y, mask)
+                    loss = per_example_loss(model, loss_fn, x_adv, y)
                     better = loss > best_loss
                     best = torch.where(_per_example(better, x.ndim), x_adv, best)
                     best_loss = torch.where(better, loss, best_loss)
         return best.detach()
 
     def _attack(
-        self, model: nn.Module, x: Tensor, y: Tensor, loss_fn: LossFn, mask: Tensor | None
+        self, model: nn.Module, loss_fn: LossFn, x: Tensor, y: Tensor, mask: Tensor | None
     ) -> Tensor:
         x_adv = x.clone()
         if self.random_start:
             x_adv = clamp(x_adv + self._random_delta(x, mask), self.bounds)
         for _ in range(self.steps):
-            grad = input_gradient(model, x_adv, y, loss_fn)
+            grad = input_gradient(model, loss_fn, x_adv, y)
             if self.norm == "linf":
                 x_adv = x_adv + self.alpha * grad.sign()
                 delta = torch.clamp(x_adv - x, min=-self.eps, max=self.eps)

@@ -1,4 +1,4 @@
-"""What every image attack shares: the attack context, input/parameter checks, torchattacks glue.
+"""What every image attack shares: the attack context, input and radius checks, torchattacks glue.
 
 Every attack runs inside :func:`attacking`: the model in eval mode (each submodule's mode
 restored afterwards), parameters frozen (no ``.grad`` is ever written to them), BatchNorm
@@ -9,7 +9,6 @@ others are returned unchanged, so robust accuracy can never exceed clean accurac
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,10 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from samat.interfaces import Attack
-from samat.optim.bn import frozen_bn_stats
+from samat import Attack, check_number, frozen_bn_stats
 
-NORMS = {"linf": "Linf", "l2": "L2"}
+TORCHATTACKS_NORMS = {"linf": "Linf", "l2": "L2"}
 """samat's norm names -> torchattacks' spelling."""
 
 
@@ -35,40 +33,14 @@ def library_version(package: str) -> str:
         return "unknown"
 
 
-def check_norm(norm: str) -> str:
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {sorted(NORMS)}, got {norm!r}")
-    return norm
-
-
-def check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not (
-        math.isfinite(value) and value > 0
-    ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
 def check_eps(norm: str, eps: float) -> float:
     """A finite radius > 0; in ℓ∞ at most 1, the width of the image range [0, 1] (a larger one
     allows every image: meaningless, and usually a radius meant in 1/255 units)."""
-    check_positive("eps", eps)
+    check_number("eps", eps, minimum=0, strict_min=True)
     if norm == "linf" and eps > 1:
         raise ValueError(f"eps must be <= 1 (the width of the input range [0, 1]) for norm linf, "
                          f"got {eps:g}; did you mean {eps:g}/255?")
     return float(eps)
-
-
-def check_int(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 def check_images(x: Tensor, y: Tensor) -> None:
@@ -127,7 +99,7 @@ def attack_correct(
 
 
 @dataclass
-class Component:
+class TorchattacksSpec:
     """One torchattacks attack: its class, constructor arguments and overridden attributes.
 
     ``attributes`` holds what the constructor cannot express (``n_target_classes`` of APGDT /
@@ -156,8 +128,8 @@ class TorchattacksAttack(Attack):
     """A single torchattacks attack run under samat's attack contract."""
 
     def __init__(
-        self, model: nn.Module, name: str, component: Component, record: dict[str, Any],
-        seed: int | None = None, n_classes: int | None = None,
+        self, model: nn.Module, name: str, component: TorchattacksSpec,
+        record: dict[str, Any], seed: int | None = None, n_classes: int | None = None,
     ) -> None:
         self.model = model
         self.name = name

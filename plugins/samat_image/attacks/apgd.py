@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from samat.interfaces import LossFn
+from samat import LossFn, check_choice, check_int, check_number
 from samat_image.attacks._base import (
-    NORMS,
-    Component,
+    TORCHATTACKS_NORMS,
     TorchattacksAttack,
-    check_choice,
+    TorchattacksSpec,
     check_eps,
-    check_int,
-    check_norm,
-    check_positive,
 )
 
 
@@ -34,16 +30,16 @@ def apgd(
     Defaults are the reference AutoAttack's APGD (100 steps, rho 0.75; 1 restart as in its
     standard version). ``loss_fn`` is not used: APGD optimises its own CE / DLR loss.
     """
-    check_norm(norm)
-    check_eps(norm, eps)
-    check_int("steps", steps)
-    check_int("restarts", restarts)
-    check_choice("loss", loss, ("ce", "dlr"))
-    check_positive("rho", rho)
-    check_int("seed", seed, minimum=0)
-    component = Component("APGD", {
-        "norm": NORMS[norm], "eps": float(eps), "steps": steps, "n_restarts": restarts,
-        "loss": loss, "rho": float(rho), "seed": seed,
+    norm = check_choice("norm", norm, TORCHATTACKS_NORMS)
+    eps = check_eps(norm, eps)
+    steps = check_int("steps", steps)
+    restarts = check_int("restarts", restarts)
+    loss = check_choice("loss", loss, ("ce", "dlr"))
+    rho = check_number("rho", rho, minimum=0, strict_min=True)
+    seed = check_int("seed", seed, minimum=0)
+    component = TorchattacksSpec("APGD", {
+        "norm": TORCHATTACKS_NORMS[norm], "eps": float(eps), "steps": steps,
+        "n_restarts": restarts, "loss": loss, "rho": float(rho), "seed": seed,
     })
     record = {"norm": norm, "eps": float(eps), "steps": steps, "restarts": restarts,
               "loss": loss, "rho": float(rho), "seed": seed}

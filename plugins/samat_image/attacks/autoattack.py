@@ -21,17 +21,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from samat.interfaces import Attack, LossFn
+from samat import Attack, LossFn, check_choice, check_int
 from samat_image.attacks._base import (
-    NORMS,
-    Component,
+    TORCHATTACKS_NORMS,
+    TorchattacksSpec,
     attacking,
-    check_choice,
     check_eps,
     check_images,
-    check_int,
     check_n_classes,
-    check_norm,
     library_version,
 )
 
@@ -41,30 +38,32 @@ CHEAP_TARGETS = 3
 
 
 def components(norm: str, eps: float, version: str, n_classes: int, seed: int) -> list[
-    tuple[str, Component]
+    tuple[str, TorchattacksSpec]
 ]:
     """The ``(label, component)`` sequence of an AutoAttack version."""
-    common = {"norm": NORMS[norm], "eps": eps, "seed": seed}
+    common = {"norm": TORCHATTACKS_NORMS[norm], "eps": eps, "seed": seed}
     if version == "cheap":
         return [
-            ("apgd-ce", Component("APGD", {**common, "steps": CHEAP_STEPS, "n_restarts": 1,
-                                           "loss": "ce", "rho": 0.75})),
-            ("apgd-t", Component("APGDT", {**common, "steps": CHEAP_STEPS, "n_restarts": 1,
-                                           "rho": 0.75},
-                                 {"n_target_classes": min(CHEAP_TARGETS, n_classes - 1)})),
+            ("apgd-ce", TorchattacksSpec("APGD", {**common, "steps": CHEAP_STEPS,
+                                                  "n_restarts": 1, "loss": "ce", "rho": 0.75})),
+            ("apgd-t", TorchattacksSpec("APGDT", {**common, "steps": CHEAP_STEPS,
+                                                  "n_restarts": 1, "rho": 0.75},
+                                        {"n_target_classes": min(CHEAP_TARGETS, n_classes - 1)})),
         ]
     n_targets = min(9, n_classes - 1)
     return [
-        ("apgd-ce", Component("APGD", {**common, "steps": 100, "n_restarts": 1, "loss": "ce",
-                                       "rho": 0.75})),
-        ("apgd-t", Component("APGDT", {**common, "steps": 100, "n_restarts": 1, "rho": 0.75},
-                             {"n_target_classes": n_targets})),
-        ("fab-t", Component("FAB", {**common, "steps": 100, "n_restarts": 1, "alpha_max": 0.1,
-                                    "eta": 1.05, "beta": 0.9, "multi_targeted": True},
-                            {"n_target_classes": n_targets})),
-        ("square", Component("Square", {**common, "n_queries": 5000, "n_restarts": 1,
-                                        "p_init": 0.8, "loss": "margin",
-                                        "resc_schedule": False})),
+        ("apgd-ce", TorchattacksSpec("APGD", {**common, "steps": 100, "n_restarts": 1,
+                                              "loss": "ce", "rho": 0.75})),
+        ("apgd-t", TorchattacksSpec("APGDT", {**common, "steps": 100, "n_restarts": 1,
+                                              "rho": 0.75},
+                                    {"n_target_classes": n_targets})),
+        ("fab-t", TorchattacksSpec("FAB", {**common, "steps": 100, "n_restarts": 1,
+                                           "alpha_max": 0.1, "eta": 1.05, "beta": 0.9,
+                                           "multi_targeted": True},
+                                   {"n_target_classes": n_targets})),
+        ("square", TorchattacksSpec("Square", {**common, "n_queries": 5000, "n_restarts": 1,
+                                               "p_init": 0.8, "loss": "margin",
+                                               "resc_schedule": False})),
     ]
 
 
@@ -136,9 +135,9 @@ def autoattack(
     ``n_classes`` must equal the model's number of outputs (at least 4: the DLR loss needs it);
     ``min(9, n_classes - 1)`` target classes are used. ``loss_fn`` is not used.
     """
-    check_norm(norm)
-    check_eps(norm, eps)
-    check_choice("version", version, VERSIONS)
-    check_int("n_classes", n_classes, minimum=4)
-    check_int("seed", seed, minimum=0)
+    norm = check_choice("norm", norm, TORCHATTACKS_NORMS)
+    eps = check_eps(norm, eps)
+    version = check_choice("version", version, VERSIONS)
+    n_classes = check_int("n_classes", n_classes, minimum=4)
+    seed = check_int("seed", seed, minimum=0)
     return AutoAttack(model, norm, float(eps), version, n_classes, seed)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from samat.interfaces import LossFn
+from samat import LossFn, check_choice, check_int, check_number
 from samat_image.attacks._base import (
-    NORMS,
-    Component,
+    TORCHATTACKS_NORMS,
     TorchattacksAttack,
+    TorchattacksSpec,
     check_eps,
-    check_int,
-    check_norm,
-    check_positive,
 )
 
 
@@ -38,23 +35,23 @@ def fab(
     (as in AutoAttack); untargeted FAB ignores ``n_classes`` except to check the model's output.
     ``loss_fn`` is not used (FAB works on the logits' decision boundary).
     """
-    check_norm(norm)
-    check_eps(norm, eps)
-    check_int("steps", steps)
-    check_int("n_classes", n_classes, minimum=2)
+    norm = check_choice("norm", norm, TORCHATTACKS_NORMS)
+    eps = check_eps(norm, eps)
+    steps = check_int("steps", steps)
+    n_classes = check_int("n_classes", n_classes, minimum=2)
     if not isinstance(targeted, bool):
         raise ValueError(f"targeted must be true or false, got {targeted!r}")
-    check_int("restarts", restarts)
-    check_positive("alpha_max", alpha_max)
-    check_positive("eta", eta)
-    check_positive("beta", beta)
-    check_int("seed", seed, minimum=0)
+    restarts = check_int("restarts", restarts)
+    alpha_max = check_number("alpha_max", alpha_max, minimum=0, strict_min=True)
+    eta = check_number("eta", eta, minimum=0, strict_min=True)
+    beta = check_number("beta", beta, minimum=0, strict_min=True)
+    seed = check_int("seed", seed, minimum=0)
     n_targets = min(9, n_classes - 1)
-    component = Component(
+    component = TorchattacksSpec(
         "FAB",
-        {"norm": NORMS[norm], "eps": float(eps), "steps": steps, "n_restarts": restarts,
-         "alpha_max": float(alpha_max), "eta": float(eta), "beta": float(beta), "seed": seed,
-         "multi_targeted": targeted},
+        {"norm": TORCHATTACKS_NORMS[norm], "eps": float(eps), "steps": steps,
+         "n_restarts": restarts, "alpha_max": float(alpha_max), "eta": float(eta),
+         "beta": float(beta), "seed": seed, "multi_targeted": targeted},
         {"n_target_classes": n_targets} if targeted else {},
     )
     record = {"norm": norm, "eps": float(eps), "steps": steps, "n_classes": n_classes,

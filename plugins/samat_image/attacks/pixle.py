@@ -13,13 +13,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from samat.interfaces import LossFn
-from samat_image.attacks._base import (
-    Component,
-    TorchattacksAttack,
-    check_choice,
-    check_int,
-)
+from samat import LossFn, check_choice, check_int
+from samat_image.attacks._base import TorchattacksAttack, TorchattacksSpec
 
 PIXEL_MAPPINGS = ("random", "similarity", "similarity_random", "distance", "distance_random")
 
@@ -65,13 +60,13 @@ def pixle(
     Black-box: it only queries the model's softmax. Patch sizes and ``restarts`` are
     torchattacks' defaults. ``seed`` seeds the (numpy) sampling; ``loss_fn`` is not used.
     """
-    check_int("max_iterations", max_iterations)
-    check_int("restarts", restarts)
+    max_iterations = check_int("max_iterations", max_iterations)
+    restarts = check_int("restarts", restarts)
     x_dims = _check_dimensions("x_dimensions", x_dimensions)
     y_dims = _check_dimensions("y_dimensions", y_dimensions)
-    check_choice("pixel_mapping", pixel_mapping, PIXEL_MAPPINGS)
-    check_int("seed", seed, minimum=0)
-    component = Component("Pixle", {
+    pixel_mapping = check_choice("pixel_mapping", pixel_mapping, PIXEL_MAPPINGS)
+    seed = check_int("seed", seed, minimum=0)
+    component = TorchattacksSpec("Pixle", {
         "x_dimensions": x_dims, "y_dimensions": y_dims, "pixel_mapping": pixel_mapping,
         "restarts": restarts, "max_iterations": max_iterations, "update_each_iteration": False,
     })

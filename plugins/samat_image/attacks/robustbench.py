@@ -8,7 +8,7 @@ from typing import Any
 THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
 
 
-def format_eps(eps: float) -> str:
+def robustbench_eps(eps: float) -> str:
     """``"8/255"`` when ``eps`` is a multiple of 1/255 (RobustBench's style), else ``"0.5"``."""
     fraction = Fraction(eps).limit_denominator(255)
     if fraction.denominator == 255 and abs(float(fraction) - eps) < 1e-9:
@@ -38,7 +38,7 @@ def robustbench_record(
     return {
         "dataset": dataset,
         "threat_model": THREAT_MODELS[attack["norm"]],
-        "eps": format_eps(float(attack["eps"])),
+        "eps": robustbench_eps(float(attack["eps"])),
         "clean_acc": f"{float(natural_acc):.2f}",
         "autoattack_acc": f"{float(metrics_attack_entry['accuracy']):.2f}",
         "architecture": architecture,

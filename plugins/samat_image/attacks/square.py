@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from samat.interfaces import LossFn
+from samat import LossFn, check_choice, check_int, check_number
 from samat_image.attacks._base import (
-    NORMS,
-    Component,
+    TORCHATTACKS_NORMS,
     TorchattacksAttack,
-    check_choice,
+    TorchattacksSpec,
     check_eps,
-    check_int,
-    check_norm,
-    check_positive,
 )
 
 
@@ -35,18 +31,19 @@ def square(
     Defaults are the reference AutoAttack's Square (5000 queries, p_init 0.8, margin loss, no
     rescaled schedule); torchattacks' own default rescales the schedule. ``loss_fn`` is not used.
     """
-    check_norm(norm)
-    check_eps(norm, eps)
-    check_int("n_queries", n_queries)
-    check_int("restarts", restarts)
-    check_positive("p_init", p_init)
-    check_choice("loss", loss, ("margin", "ce"))
+    norm = check_choice("norm", norm, TORCHATTACKS_NORMS)
+    eps = check_eps(norm, eps)
+    n_queries = check_int("n_queries", n_queries)
+    restarts = check_int("restarts", restarts)
+    p_init = check_number("p_init", p_init, minimum=0, strict_min=True)
+    loss = check_choice("loss", loss, ("margin", "ce"))
     if not isinstance(rescale_schedule, bool):
         raise ValueError(f"rescale_schedule must be true or false, got {rescale_schedule!r}")
-    check_int("seed", seed, minimum=0)
-    component = Component("Square", {
-        "norm": NORMS[norm], "eps": float(eps), "n_queries": n_queries, "n_restarts": restarts,
-        "p_init": float(p_init), "loss": loss, "resc_schedule": rescale_schedule, "seed": seed,
+    seed = check_int("seed", seed, minimum=0)
+    component = TorchattacksSpec("Square", {
+        "norm": TORCHATTACKS_NORMS[norm], "eps": float(eps), "n_queries": n_queries,
+        "n_restarts": restarts, "p_init": float(p_init), "loss": loss,
+        "resc_schedule": rescale_schedule, "seed": seed,
     })
     record = {"norm": norm, "eps": float(eps), "n_queries": n_queries, "restarts": restarts,
               "p_init": float(p_init), "loss": loss, "rescale_schedule": rescale_schedule,

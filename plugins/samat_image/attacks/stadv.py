@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from samat.interfaces import Attack, LossFn
-from samat_image.attacks._base import attacking, check_images, check_int, check_positive
+from samat import Attack, LossFn, check_int, check_number
+from samat_image.attacks._base import attacking, check_images
 
 SMOOTHNESS_EPS = 1e-8
 """The ``ε`` inside the square root of ``L_flow`` (keeps its gradient finite at zero)."""
@@ -149,11 +149,9 @@ def stadv(
     rate ``lr`` (pixels); ``kappa`` is the CW confidence. Deterministic (no random start).
     ``loss_fn`` is not used: StAdv's adversarial loss is the margin on the logits.
     """
-    check_positive("bound", bound)
-    if isinstance(tau, bool) or not isinstance(tau, int | float) or not tau >= 0:
-        raise ValueError(f"tau must be a number >= 0, got {tau!r}")
-    check_int("steps", steps)
-    check_positive("lr", lr)
-    if isinstance(kappa, bool) or not isinstance(kappa, int | float) or not kappa >= 0:
-        raise ValueError(f"kappa must be a number >= 0, got {kappa!r}")
-    return StAdv(model, float(bound), float(tau), steps, float(lr), float(kappa))
+    bound = check_number("bound", bound, minimum=0, strict_min=True)
+    tau = check_number("tau", tau, minimum=0, finite=False)
+    steps = check_int("steps", steps)
+    lr = check_number("lr", lr, minimum=0, strict_min=True)
+    kappa = check_number("kappa", kappa, minimum=0, finite=False)
+    return StAdv(model, bound, tau, steps, lr, kappa)

@@ -6,7 +6,7 @@ task code are imported only when the task is actually created (the lazy "module:
 
 from __future__ import annotations
 
-from samat.hookspecs import Register, hookimpl
+from samat import Register, hookimpl
 
 
 @hookimpl
@@ -15,4 +15,5 @@ def samat_register_tasks(register: Register) -> None:
         "example_blobs",
         "samat_example.task:BlobsTask",
         "Example plugin: seeded Gaussian blobs in [0,1]^d, k classes, small MLP",
+        example={"n_train": 64, "n_test": 32},  # small and fast: samat's contract tests use it
     )

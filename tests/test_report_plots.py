@@ -1,4 +1,5 @@
-"""samat.plots: PNGs are written, curves need a real config key, matplotlib is optional."""
+"""samat.report.plots: PNGs are written, curves need a real config key, matplotlib is optional,
+file names come from the task's own parameters."""
 
 from __future__ import annotations
 
@@ -6,12 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from report_fixtures import FGSM, make_run
+from report_fixtures import CIFAR10, FGSM, make_run
 
 from samat.errors import SamatError
-from samat.paper import add_paper_rows
-from samat.plots import check_request, curve, slug, tradeoff, write_plots
-from samat.report import build_tables, collect_runs
+from samat.report import add_reference_rows, build_tables, collect_runs
+from samat.report.plots import check_request, curve, slug, table_slug, tradeoff, write_plots
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -27,8 +27,10 @@ def _runs(root: Path) -> list:
 
 def test_tradeoff_and_curve_pngs(tmp_path: Path) -> None:
     runs = _runs(tmp_path / "runs")
-    (table,) = build_tables(runs)
-    add_paper_rows(table)  # hollow paper markers are drawn too
+    tables = build_tables(runs)
+    add_reference_rows(tables)  # hollow paper markers are drawn too
+    (table,) = tables
+    assert any(r.reference for r in table.rows)
     path = tradeoff(table, tmp_path / "t.png")
     assert path.read_bytes().startswith(PNG) and path.stat().st_size > 5000
     path = curve(table, "train.weight_perturbation.rho", tmp_path / "c.png")
@@ -43,6 +45,7 @@ def test_bad_requests_fail_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     tables = build_tables(_runs(tmp_path / "runs"))
     with pytest.raises(SamatError, match="--curve train.rho: no run has this config key"):
         check_request(tables, ["train.rho"])
+    check_request(tables, ["train.weight_perturbation.rho"])
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(SamatError, match=r"pip install 'samat\[report\]'"):
         check_request(tables, [])
@@ -51,3 +54,16 @@ def test_bad_requests_fail_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_slug() -> None:
     assert slug("segmentation (dataset=voc2012, encoder=mobilenet_v2)") == \
         "segmentation_voc2012_mobilenet_v2"
+    assert slug("curve/a b") == "curve_a_b" and slug("???") == "table"
+
+
+def test_table_slug_names_the_task_by_its_short_string_parameters(tmp_path: Path) -> None:
+    task = {**CIFAR10, "root": "/data/cifar", "download": True, "width": 10,
+            "notes": "a long free-text description of this particular experiment"}
+    make_run(tmp_path / "a", natural=90, attacks={}, task=task)
+    make_run(tmp_path / "b", natural=90, attacks={},
+             task={"name": "no_such_task", "root": "imgs", "path": "/srv/x", "size": "small"})
+    slugs = sorted(table_slug(t) for t in build_tables(collect_runs([tmp_path])))
+    # environment (root, download), numbers, paths and long text are left out; an undeclared
+    # task has no environment, so its short root stays
+    assert slugs == ["image_classification_cifar10_preactresnet18", "no_such_task_imgs_small"]

@@ -7,14 +7,14 @@ import torch
 from torch import nn
 
 import samat
-from samat.build import (
+from samat.errors import SamatError, UnknownNameError
+from samat.factories import (
     call_factory,
     check_components,
     create_input_perturbation,
     create_task,
     create_weight_perturbation,
 )
-from samat.errors import SamatError, UnknownNameError
 from samat.recipe import recipe_from_dict
 
 

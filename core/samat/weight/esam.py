@@ -4,13 +4,12 @@ Two savings on top of SAM: *stochastic weight perturbation* (SWP) perturbs a ran
 weights, and *sharpness-sensitive data selection* (SDS) computes the descent gradient on the
 examples whose loss the perturbation raised most. SWP lives in :meth:`ESAM.first_step`; SDS needs
 per-example losses, so the caller computes them and asks :meth:`ESAM.select` which examples to
-keep (``samat.efficient_sam.ESAMStep`` does both).
+keep (``samat.weight.ESAMStep`` does both).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from numbers import Real
 from typing import Any
 
 import torch
@@ -18,16 +17,10 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
-from samat.optim.sam import SAM
+from samat.checks import check_fraction
+from samat.weight.sam import SAM
 
 _EPS = 1e-12  # the same guard as SAM's ascent step
-
-
-def fraction(name: str, value: Any) -> float:
-    """``value`` as a float in (0, 1]; ``ValueError`` naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value <= 1:
-        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
-    return float(value)
 
 
 class ESAM(SAM):
@@ -54,7 +47,7 @@ class ESAM(SAM):
         generator: torch.Generator | None = None,
         **kwargs: Any,
     ) -> None:
-        self.beta, self.gamma = fraction("beta", beta), fraction("gamma", gamma)
+        self.beta, self.gamma = check_fraction("beta", beta), check_fraction("gamma", gamma)
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, model=model,
                          **kwargs)
         self.generator = generator

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from numbers import Integral, Real
 from typing import Any
 
 import torch
@@ -17,7 +16,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
-from samat.optim.sam import SAM
+from samat.checks import check_int, check_number
+from samat.weight.sam import SAM
 
 _DUE = (
     "LookSAM step {n} is a SAM step (every k={k}): run the first forward/backward, "
@@ -62,12 +62,9 @@ class LookSAM(SAM):
         model: nn.Module | None = None,
         **kwargs: Any,
     ) -> None:
-        if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
-            raise ValueError(f"k must be an integer >= 1, got {k!r}")
-        if isinstance(alpha, bool) or not isinstance(alpha, Real) or not alpha >= 0:
-            raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
+        k, alpha = check_int("k", k), check_number("alpha", alpha, minimum=0, finite=False)
         super().__init__(params, base_optimizer, rho=rho, model=model, **kwargs)
-        self.k, self.alpha, self.steps = int(k), float(alpha), 0
+        self.k, self.alpha, self.steps = k, alpha, 0
         self._clean: dict[Tensor, Tensor] = {}  # g during a SAM step
         self._direction: dict[Tensor, Tensor] = {}  # u
         self._spare: dict[Tensor, Tensor] = {}  # buffers reused for the next g (no allocation)
@@ -102,7 +99,7 @@ class LookSAM(SAM):
 
     @torch.no_grad()
     def abort_step(self) -> None:
-        """SAM's :meth:`~samat.optim.SAM.abort_step`; the step does not count (the next one is
+        """SAM's :meth:`~samat.weight.SAM.abort_step`; the step does not count (the next one is
         a SAM step again)."""
         self._pending = False
         super().abort_step()

@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from samat.interfaces import NonFiniteStep
-from samat.optim import SAM
-from samat.weight import ASAMStep, PlainStep, SAMStep
+from samat.weight import SAM, ASAMStep, PlainStep, SAMStep
 
 
 def setup() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
-from samat.optim.bn import frozen_bn_stats
+from samat.batchnorm import frozen_bn_stats
 
 _EPS = 1e-12
 

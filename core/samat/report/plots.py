@@ -1,21 +1,22 @@
-"""PNG plots for ``samat report``: the clean-vs-robust trade-off and metric-vs-parameter curves.
-
-Plugins add task-specific plots through the ``samat_report_plots`` hook (the §4 model's
-W_R-vs-ε plot lives in ``samat_toy``). Uses matplotlib's object API (no pyplot, no display).
-"""
+"""PNG plots for ``samat report --out``: the clean-vs-robust trade-off and metric-vs-parameter
+curves; plugins add task-specific plots through the ``samat_report_plots`` hook."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from samat.errors import SamatError
+from samat.figures import new_figure, save_figure
+from samat.plugins import call_report_plot_hooks
+from samat.recipe import flatten
+from samat.report.labels import metric_title
+from samat.report.runs import Run
+from samat.report.tables import AVERAGE, NATURAL, Row, Table, mean_std
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-    from samat.report import Row, Run, Table
+_SHORT = re.compile(r"[\w.-]{1,32}")
+"""A task parameter value that names the experiment in a file name (no paths, no prose)."""
 
 
 def require_matplotlib() -> None:
@@ -29,30 +30,19 @@ def require_matplotlib() -> None:
         ) from None
 
 
-def new_figure(width: float = 6.4, height: float = 4.8) -> Figure:
-    """A figure drawn with the Agg canvas (works without a display)."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` as PNG at 100 dpi."""
-    fig.savefig(path, dpi=100)
-    return path
-
-
 def slug(text: str) -> str:
-    """A file-name fragment for ``text`` (``task (dataset=digits)`` -> ``task_digits``)."""
+    """A file-name fragment for ``text`` (``task (size=small)`` -> ``task_small``)."""
     text = re.sub(r"\b\w+=", "", text)
     return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")[:80] or "table"
 
 
 def table_slug(table: Table) -> str:
-    """``<task>_<dataset>_<model>`` (whichever of those the task config has)."""
+    """``<task>_<value>_...``: the task name, then its parameters' short string values (by
+    parameter name; numbers, paths and environment parameters left out)."""
     task = table.task or {"name": table.title}
-    parts = [task.get(k) for k in ("name", "dataset", "model", "encoder")]
-    return slug("_".join(str(p) for p in parts if p is not None))
+    values = [v for k, v in sorted(task.items())
+              if k != "name" and isinstance(v, str) and _SHORT.fullmatch(v)]
+    return slug("_".join(map(str, [task.get("name"), *values])))
 
 
 def _colors(n: int) -> list[Any]:
@@ -64,9 +54,7 @@ def _colors(n: int) -> list[Any]:
 
 def tradeoff(table: Table, path: Path) -> Path:
     """Natural metric (x) vs average under attack (y): one dot per run, one colour per row, the
-    row mean as a large marker with ±1 std bars; rows quoted from a paper as hollow squares."""
-    from samat.report import AVERAGE, METRIC_NAMES, NATURAL, mean_std
-
+    row mean as a large marker with ±1 std bars; reference rows as hollow squares."""
     fig = new_figure()
     ax = fig.add_subplot()
     for row, color in zip(table.rows, _colors(len(table.rows)), strict=True):
@@ -82,23 +70,20 @@ def tradeoff(table: Table, path: Path) -> Path:
         (mx, sx), (my, sy) = mean_std(xs), mean_std(ys)
         ax.errorbar(mx, my, xerr=sx or 0, yerr=sy or 0, fmt="o", color=color, ms=8,
                     mec="black", capsize=3, label=f"{row.label} (n={len(row.seeds)})")
-    natural = METRIC_NAMES.get(table.metric, table.metric)
-    attacked = METRIC_NAMES.get(table.attack_metric, table.attack_metric)
     better = "higher" if table.higher_is_better else "lower"
-    ax.set_xlabel(f"natural {natural} (higher is better)")
-    ax.set_ylabel(f"average {attacked} under attack ({better} is better)")
+    ax.set_xlabel(f"natural {metric_title(table.metric)} (higher is better)")
+    ax.set_ylabel(f"average {metric_title(table.attack_metric)} under attack "
+                  f"({better} is better)")
     ax.set_title(f"Clean vs robust: {table.title}", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 def curve(table: Table, key: str, path: Path) -> Path:
     """Natural metric and average under attack against the numeric config value ``key``:
     one line per configuration that differs only in ``key`` (and the seed), mean ± std over
     seeds; rows without ``key`` as dashed horizontal references."""
-    from samat.report import AVERAGE, NATURAL, flatten, mean_std
-
     lines: dict[str, dict[float, list[Row]]] = {}
     flat_rows = []
     for row in table.rows:
@@ -133,7 +118,7 @@ def curve(table: Table, key: str, path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(table.title, fontsize=9)
-    return save(fig, path)
+    return save_figure(fig, path)
 
 
 def _line_name(label: str, key: str) -> str:
@@ -155,8 +140,6 @@ def check_request(tables: list[Table], curves: list[str]) -> None:
 def write_plots(runs: list[Run], tables: list[Table], out_dir: Path,
                 curves: list[str]) -> list[Path]:
     """Every plot for ``tables`` (and the plugins' plots for ``runs``) into ``out_dir``."""
-    from samat.plugins import call_report_plot_hooks
-
     check_request(tables, curves)
     written = []
     names: list[str] = []
@@ -173,6 +156,4 @@ def write_plots(runs: list[Run], tables: list[Table], out_dir: Path,
 
 
 def _flat_keys(row: Row) -> set[str]:
-    from samat.report import flatten
-
     return set(flatten(row.runs[0].config))

@@ -6,7 +6,6 @@ fails with a suggestion and the recipe path that holds it.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -15,11 +14,9 @@ import torch
 
 from samat.errors import SamatError, UnknownNameError
 from samat.interfaces import Attack, InputPerturbation, LossFn, Task, WeightPerturbation
+from samat.names import unknown_key_message, unknown_name_message
 from samat.plugins import registries
-from samat.recipe import Recipe
-from samat.registry import unknown_name_message
-
-OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+from samat.recipe import OPTIMIZERS, Recipe
 
 
 def _parameters(factory: Callable[..., Any]) -> tuple[list[str], bool]:
@@ -87,11 +84,7 @@ def check_keys(
     if not var_kw:
         for key in params:
             if key not in valid:
-                close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-                hint = f" Did you mean: {', '.join(close)}?" if close else ""
-                raise SamatError(
-                    f"Unknown key '{path}.{key}'.{hint} Valid keys here: name, {', '.join(valid)}"
-                )
+                raise SamatError(unknown_key_message(path, key, valid, also=("name",)))
     return names
 
 
@@ -233,24 +226,15 @@ def create_attack(
     **params: Any,
 ) -> Attack:
     """An attack bound to ``model``, torchattacks style: ``create_attack("pgd", model,
-    norm="linf", eps=8/255, alpha=2/255, steps=10)(x, y) -> x_adv``.
-
-    A registered :class:`InputPerturbation` class is wrapped in
-    :class:`samat.perturb.ModelAttack`; any other factory is called as
-    ``factory(model, loss_fn=loss_fn, **params)``.
-    """
+    norm="linf", eps=8/255, alpha=2/255, steps=10)(x, y) -> x_adv``; the factory is called as
+    ``factory(model, loss_fn=loss_fn, **params)`` (``task`` supplies the loss, bounds and mask
+    the factory takes and the recipe did not set)."""
     factory = _entry("attacks", name, path).factory
-    defaults = _task_domain(task)
     if loss_fn is None and task is not None:
         loss_fn = task.loss
-    if isinstance(factory, type) and issubclass(factory, InputPerturbation):
-        from samat.perturb import ModelAttack
-
-        perturbation = call_factory(factory, params, path, defaults=defaults)
-        return ModelAttack(perturbation, model, loss_fn)
     return call_factory(
         factory, params, path, args=(model,), skip=("model", "loss_fn"),
-        defaults={"loss_fn": loss_fn, **defaults},
+        defaults={"loss_fn": loss_fn, **_task_domain(task)},
     )
 
 

@@ -1,15 +1,28 @@
-"""samat.paper: the paper's numbers as data, matched to a report's rows and columns."""
+"""samat.report.references: plugins' published numbers, matched to a report's rows and columns
+(``samat report --against paper``)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
-from report_fixtures import CIFAR10, FGSM, PGD_L2, PGD_LINF, make_run
+import pytest
+from report_fixtures import CIFAR10, FGSM, PGD_L2, PGD_LINF, SAM, make_run, plugin_registered
 
-from samat.paper import add_paper_rows, method_matches, paper_tables
-from samat.report import AVERAGE, NATURAL, build_tables, collect_runs, render
+from samat import hookimpl
+from samat.report import (
+    AVERAGE,
+    NATURAL,
+    add_reference_rows,
+    build_tables,
+    collect_runs,
+    reference_tables,
+    render,
+    write_report,
+)
+from samat.report.references import MATCHED, UNMATCHED, method_matches
 
-SAM = {"name": "sam", "rho": 0.1, "adaptive": False}
 CIFAR_COLUMNS = {
     "FGSM": FGSM, "PGD-linf": PGD_LINF, "PGD-l2": PGD_L2,
     "AA": {"name": "autoattack", "norm": "l2", "eps": 32 / 255, "version": "standard"},
@@ -18,11 +31,15 @@ CIFAR_COLUMNS = {
 }
 
 
-def test_every_table_is_well_formed() -> None:
-    tables = paper_tables()
+def test_the_plugins_supply_the_papers_tables() -> None:
+    tables = reference_tables()
     assert {t["ref"] for t in tables} == {f"Table {i}" for i in range(2, 11)}
+    plugin_of = {t["ref"]: t["plugin"] for t in tables}
+    assert plugin_of["Table 2"] == "image" and plugin_of["Table 8"] == "segmentation"
+    assert plugin_of["Table 10"] == "text"
     for table in tables:
         assert table["order"][0] == NATURAL
+        assert "docs/paper.md" in table["note"]
         for row in table["rows"]:
             assert len(row["values"]) == len(table["order"]), (table["ref"], row["label"])
             assert all(0 <= v <= 100 for v in row["values"])
@@ -30,6 +47,7 @@ def test_every_table_is_well_formed() -> None:
     sam02 = next(r for r in table2["rows"] if r["label"] == "SAM ρ=0.2")
     assert sam02["values"] == [95.5, 66.7, 51.3, 53.4, 48.1, 44.2, 53.4, 13.2, 47.2]
     assert table2["columns"]["FGSM"]["eps"] == 1 / 255  # fractions are numbers
+    assert "AutoAttack" in table2["note"]
 
 
 def test_method_matching() -> None:
@@ -49,8 +67,9 @@ def test_paper_row_beside_the_matching_user_row(tmp_path: Path) -> None:
     make_run(tmp_path / "sam", natural=95.0, weight=SAM,
              attacks={"FGSM": (FGSM, 60.0), "PGD-linf": (PGD_LINF, 45.0)})
     make_run(tmp_path / "sgd", natural=94.0, attacks={"FGSM": (FGSM, 60.0)})
-    (table,) = build_tables(collect_runs([tmp_path]))
-    add_paper_rows(table)
+    tables = build_tables(collect_runs([tmp_path]))
+    add_reference_rows(tables)
+    (table,) = tables
     labels = [r.label for r in table.rows]
     assert labels == ["SGD", "↳ paper: SGD", "SAM ρ=0.1", "↳ paper: SAM ρ=0.1"]
     paper_sam = table.rows[3]
@@ -59,25 +78,26 @@ def test_paper_row_beside_the_matching_user_row(tmp_path: Path) -> None:
     assert AVERAGE not in paper_sam.values  # the paper averages columns this table lacks
     markdown = render([table], "markdown")
     assert "| ↳ paper: SAM ρ=0.1 | 95.4 | 63.3 | 46.2 | — | Table 2 |" in markdown
-    assert any("quote the paper" in n for n in table.notes)
+    assert table.notes[0] == MATCHED and "AutoAttack" in table.notes[1]
+    assert len(table.notes) == 2  # Table 2 matched two rows: its note is said once
 
 
 def test_full_columns_bring_the_paper_average(tmp_path: Path) -> None:
     make_run(tmp_path / "sam", natural=95.0, weight={**SAM, "rho": 0.4},
              attacks={k: (v, 50.0) for k, v in CIFAR_COLUMNS.items()})
-    (table,) = build_tables(collect_runs([tmp_path]))
-    add_paper_rows(table)
-    paper = table.rows[1]
+    tables = build_tables(collect_runs([tmp_path]))
+    add_reference_rows(tables)
+    paper = tables[0].rows[1]
     assert paper.values[AVERAGE] == [51.9] and paper.values["Pixle"] == [14.3]
 
 
 def test_no_match_is_said(tmp_path: Path) -> None:
     make_run(tmp_path / "a", natural=90, attacks={"FGSM": (FGSM, 50)},
              task={**CIFAR10, "dataset": "digits", "model": "small_cnn"})
-    (table,) = build_tables(collect_runs([tmp_path]))
-    add_paper_rows(table)
-    assert [r.label for r in table.rows] == ["SGD"]
-    assert table.notes[-1] == "--against paper: no paper row has this task and method"
+    tables = build_tables(collect_runs([tmp_path]))
+    add_reference_rows(tables)
+    assert [r.label for r in tables[0].rows] == ["SGD"]
+    assert tables[0].notes == [UNMATCHED]
 
 
 def test_text_rows_need_the_attack_success_rate(tmp_path: Path) -> None:
@@ -85,9 +105,37 @@ def test_text_rows_need_the_attack_success_rate(tmp_path: Path) -> None:
     make_run(tmp_path / "sam", task=task, natural=85, weight={"name": "sam", "rho": 0.05},
              optimizer={"name": "adamw"}, attacks={"PSO": ({"name": "pso"}, 17.5)},
              attack_metric="attack_success_rate")
-    (table,) = build_tables(collect_runs([tmp_path]), "attack_success_rate")
-    add_paper_rows(table)
-    assert table.rows[1].values == {NATURAL: [84.6], "PSO": [17.1]}
-    (accuracy_table,) = build_tables(collect_runs([tmp_path]))
-    add_paper_rows(accuracy_table)
-    assert len(accuracy_table.rows) == 1  # the paper reports ASR, not accuracy under attack
+    tables = build_tables(collect_runs([tmp_path]), "attack_success_rate")
+    add_reference_rows(tables)
+    assert tables[0].rows[1].values == {NATURAL: [84.6], "PSO": [17.1]}
+    accuracy_tables = build_tables(collect_runs([tmp_path]))
+    add_reference_rows(accuracy_tables)
+    assert len(accuracy_tables[0].rows) == 1  # the paper reports ASR, not accuracy under attack
+
+
+class _TranslationReferences:
+    """A third-party plugin's published numbers (one good table, one malformed)."""
+
+    @hookimpl
+    def samat_reference_results(self) -> list[dict[str, Any]]:
+        good = {"ref": "WMT Table 1", "task": {"name": "translation", "pair": "de-en"},
+                "metric": "accuracy", "columns": {"Noise": {"name": "fgsm", "eps": "1/255"}},
+                "order": ["Natural", "Noise"], "note": "from the WMT paper, section 5",
+                "rows": [{"method": {"optimizer": "sgd"}, "label": "baseline",
+                          "values": [31.5, 12.25]}]}
+        return [good, {**good, "ref": "broken", "rows": [{"label": "x", "values": [1.0]}]}]
+
+
+def test_a_plugins_reference_table_appears_with_against_paper(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    make_run(tmp_path / "run", natural=30.0, attacks={"Noise": (FGSM, 10.0)},
+             task={"name": "translation", "pair": "de-en", "corpus": "/data/wmt"})
+    without = write_report([tmp_path], against="paper")
+    assert "baseline" not in without and UNMATCHED in without
+    with plugin_registered(_TranslationReferences(), "translation_refs"), \
+            caplog.at_level(logging.WARNING, logger="samat"):
+        text = write_report([tmp_path], against="paper")
+    lines = text.splitlines()
+    assert lines[4].split() == ["↳", "paper:", "baseline", "31.5", "12.2", "—", "WMT", "Table", "1"]
+    assert lines[-2:] == [MATCHED, "from the WMT paper, section 5"]
+    assert "plugin 'translation_refs': reference table broken left out" in caplog.text
