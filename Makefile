@@ -24,8 +24,19 @@ run: $(VENV)/.core
 	$(BIN)/samat sweep recipes/quickstart.yaml --output runs/quickstart > /dev/null
 	$(BIN)/samat report runs/quickstart --extra w_r
 
+# The Slurm tests (tests/test_sweep_slurm.py) need a Slurm: if none answers, scripts/slurm_up.sh
+# brings up a single-node one on 127.0.0.1 (installing slurm-wlm and munge with apt-get when root)
+# and scripts/slurm_down.sh stops it after pytest, whatever pytest's outcome. If it cannot start,
+# make test goes on and those tests skip, saying why.
 test: $(VENV)/.all
 	$(BIN)/ruff check .
+	@if timeout 10 sinfo -h >/dev/null 2>&1; then \
+	  echo "make test: Slurm answers already; left as it is"; \
+	elif scripts/slurm_up.sh; then \
+	  trap 'scripts/slurm_down.sh' EXIT; trap 'exit 130' INT TERM; \
+	else \
+	  echo "make test: no Slurm (see above): the Slurm tests will skip"; \
+	fi; \
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.all

@@ -217,3 +217,29 @@ def test_no_run_directory_is_written_for_a_recipe_that_cannot_build(tmp_path: Pa
     with pytest.raises(SamatError, match="rho must be > 0"):
         run_module.run("r.yaml", recipe=recipe_from_dict(data))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1], ids=["SIGTERM", "SIGUSR1"])
+def test_a_stop_signal_checkpoints_at_the_next_step_then_resume_equals_uninterrupted(
+        tmp_path: Path, uninterrupted: tuple[Path, tuple], fixture_env: dict[str, str],
+        signum: signal.Signals) -> None:
+    recipe, out = uninterrupted[0], tmp_path / "run"
+    # every step is slow enough to be interrupted; checkpoints only at epoch ends
+    slow = "import time, samat.step as s\nf = s.train_step\n" \
+           "s.train_step = lambda *a, **k: (time.sleep(0.02), f(*a, **k))[1]\n" \
+           "import samat.train as t\nt.train_step = s.train_step"
+    proc = _start(recipe, out, fixture_env, "train.checkpoint_every=null", script=slow)
+    deadline = time.time() + 120
+    while not (out / "history.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)  # inside the second epoch
+    proc.send_signal(signum)
+    assert proc.wait(timeout=120) == 4
+    error = [line for line in proc.stderr.read().splitlines() if line.startswith("samat: ")]
+    assert len(error) == 1 and f"stopped ({signum.name}) at epoch 2, batch " in error[0]
+    assert not (out / "metrics.json").exists() and not (out / ".samat.lock").exists()
+    state = __import__("torch").load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert 0 < state["progress"]["batch"]  # a mid-epoch checkpoint written on the signal
+    done = _start(recipe, out, fixture_env, "train.checkpoint_every=null", "--resume")
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+    assert outcome(out)[0] == uninterrupted[1][0]

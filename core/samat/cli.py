@@ -12,8 +12,10 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
-from samat.errors import USAGE_EXIT, SamatError
+from samat.errors import DIVERGED_EXIT, STOPPED_EXIT, USAGE_EXIT, SamatError
 
 LIST_KINDS = ("tasks", "attacks", "perturbations", "metrics")
 
@@ -43,15 +45,30 @@ def _parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser(
         "sweep", help="run a grid of runs (the recipe's sweep: block and/or key=v1,v2 axes)")
-    sweep.add_argument("recipe", help="path to a recipe YAML file")
+    sweep.add_argument("recipe", metavar="RECIPE_OR_SWEEP_DIR",
+                       help="a recipe YAML file, or a sweep directory (its sweep.json)")
     sweep.add_argument("axes", nargs="*", metavar="key.path=v1,v2|key.path=value",
                        help="grid axes (comma-separated values) or overrides for every point")
     sweep.add_argument("--output", metavar="DIR",
                        help="sweep directory (default: output_dir, else runs/<name>-sweep)")
-    sweep.add_argument("--jobs", type=int, default=1,
-                       help="points run at once, each in its own process (default 1)")
+    sweep.add_argument("--launcher", choices=("local", "slurm", "ray"),
+                       help="where points run (default: the recipe's sweep.launcher, else local)")
+    sweep.add_argument("--jobs", type=int,
+                       help="local launcher: points run at once, each in its own process "
+                       "(default 1)")
+    sweep.add_argument("--gpus-per-job", type=int, metavar="K",
+                       help="local launcher with --jobs: CUDA devices each job gets (default 1 "
+                       "when there are GPUs)")
     sweep.add_argument("--dry-run", action="store_true",
-                       help="list the points and their status, run nothing")
+                       help="validate every point, list them and the launcher's plan; run nothing")
+    sweep.add_argument("--json", action="store_true", help="with --dry-run or --status: JSON")
+    sweep.add_argument("--point", type=int, metavar="K",
+                       help="run exactly point K (0-based, as --dry-run lists them)")
+    sweep.add_argument("--status", action="store_true",
+                       help="each point's state: pending, running (job, host), done, failed, "
+                       "diverged")
+    sweep.add_argument("--wait", action="store_true",
+                       help="slurm: wait for the submitted points, then print the table")
 
     report = sub.add_parser("report", help="paper-style tables and plots from run directories")
     report.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_DIR")
@@ -90,7 +107,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from samat.launch import launch
 
         return launch(args.nproc, args.recipe, args.overrides, args.resume)
-    with _log_to_stderr():
+    with _log_to_stderr(), _graceful_stops():
         metrics = run(args.recipe, args.overrides, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 prints
         print(results_table(metrics))
@@ -125,26 +142,141 @@ def _log_to_stderr() -> Iterator[None]:
         logger.removeHandler(handler)
 
 
+def _graceful_stops() -> Any:
+    """SIGTERM and SIGUSR1 (a cluster's preemption or time-limit warning) make training
+    checkpoint at the next step and stop with exit code 4, instead of dying mid-step."""
+    import signal
+
+    from samat.interrupts import stop_on
+
+    return stop_on({signal.SIGTERM: "SIGTERM", signal.SIGUSR1: "SIGUSR1"})
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from samat.sweep import run_sweep
 
-    from samat.results import format_table
-    from samat.sweep import default_root, load_sweep, run_sweep
+    if args.point is not None:
+        from samat.lifeline import die_with_parent
 
-    sweep = load_sweep(args.recipe, args.axes)
-    root = Path(args.output) if args.output else default_root(sweep)
+        die_with_parent()
+    sweep, root = _sweep_and_root(args)
+    if args.point is not None:
+        return _sweep_point(sweep, root, args.point)
+    if args.status:
+        return _sweep_status(sweep, root, args.json)
+    launcher = _launcher(sweep, root, args)
     if args.dry_run:
-        rows = [[p.name, p.status(root), " ".join(p.overrides)] for p in sweep.points]
-        print(format_table(["point", "status", "overrides"], rows))
-        print(f"{len(sweep.points)} point(s) under {root}")
+        return _sweep_dry_run(sweep, root, launcher, args.json)
+    with _log_to_stderr():
+        run_sweep(sweep, root, launcher, wait=args.wait)
+    if not launcher.blocking and not args.wait:
+        if all(p.status(root) in ("done", "diverged") for p in sweep.points):
+            print(f"nothing to submit: every point is done or diverged (results: samat report "
+                  f"{root})")
+        else:
+            print(f"submitted to {launcher.name}; follow with: samat sweep {root} --status "
+                  f"(results: samat report {root})")
         return 0
     from samat.report import write_report
 
-    with _log_to_stderr():
-        run_sweep(sweep, root, args.jobs)
     print(write_report([root]), end="")
     print(f"sweep directory: {root} ({len(sweep.points)} points; sweep.json, summary.md, "
           "summary.csv)")
+    return 0
+
+
+def _sweep_and_root(args: argparse.Namespace) -> tuple[Any, Path]:
+    """The sweep of a recipe (with its axes) or of a sweep directory's manifest, and its
+    output directory."""
+    from samat.results import SWEEP_MANIFEST
+    from samat.sweep import default_root, load_sweep, sweep_from_manifest
+    from samat.sweep.grid import launcher_settings, point_index
+
+    source = Path(args.recipe)
+    if source.is_dir() and (source / SWEEP_MANIFEST).is_file():
+        if [a for a in args.axes if not a.startswith("sweep.launcher.")]:
+            raise SamatError(f"{source} is a sweep directory: its points are fixed; pass only "
+                             "sweep.launcher.KEY=value settings (or run the recipe instead)")
+        sweep = sweep_from_manifest(source)
+        sweep.launcher = launcher_settings(sweep.launcher, args.axes)
+        if args.point is not None:
+            point_index(sweep, args.point)
+        return sweep, Path(args.output) if args.output else source
+    build = args.point if args.point is not None else not args.status
+    sweep = load_sweep(source, args.axes, build=build)
+    return sweep, Path(args.output) if args.output else default_root(sweep)
+
+
+def _launcher(sweep: Any, root: Path, args: argparse.Namespace) -> Any:
+    from samat.sweep import make_launcher
+
+    extra = {key: value for key, value in (("jobs", args.jobs),
+                                           ("gpus_per_job", args.gpus_per_job))
+             if value is not None}
+    return make_launcher(sweep, root, args.launcher, **extra)
+
+
+def _sweep_point(sweep: Any, root: Path, index: int) -> int:
+    """``--point K``: run exactly that point; the exit code says how it ended."""
+    from samat.results import make_dirs
+    from samat.sweep import MANIFEST, run_point
+    from samat.sweep.grid import check_same_sweep, write_manifest
+
+    check_same_sweep(sweep, root)
+    if not (root / MANIFEST).is_file():  # a user's own array script: the first point writes it
+        make_dirs(root, "--output")
+        write_manifest(sweep, root)
+    job = {"launcher": os.environ.get("SAMAT_LAUNCHER", "point")}
+    if os.environ.get("SLURM_JOB_ID"):
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        job["job_id"] = (f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if array
+                         else os.environ["SLURM_JOB_ID"])
+    with _log_to_stderr(), _graceful_stops():
+        outcome = run_point(sweep, root, index, job=job)
+    return {"diverged": DIVERGED_EXIT, "failed": USAGE_EXIT, "stopped": STOPPED_EXIT}.get(
+        outcome, 0)
+
+
+def _sweep_status(sweep: Any, root: Path, as_json: bool) -> int:
+    from samat.results import format_table
+    from samat.sweep import make_launcher, point_states
+
+    try:
+        launcher = make_launcher(sweep, root)
+    except SamatError:
+        launcher = None  # e.g. an uninstalled launcher: the run directories still tell
+    states = point_states(sweep, root, launcher)
+    if as_json:
+        print(json.dumps(list(states.values()), indent=2))
+        return 0
+    rows = [[s["index"], s["name"], s["state"], s["job_id"] or "", s["host"] or "", s["detail"]]
+            for s in states.values()]
+    print(format_table(["#", "point", "state", "job", "host", "detail"], rows))
+    counts: dict[str, int] = {}
+    for s in states.values():
+        counts[s["state"]] = counts.get(s["state"], 0) + 1
+    print(f"{len(states)} point(s) under {root}: "
+          + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return 0
+
+
+def _sweep_dry_run(sweep: Any, root: Path, launcher: Any, as_json: bool) -> int:
+    from samat.results import format_table
+    from samat.sweep.point import SKIPPED
+
+    entries = [{"index": i, "name": p.name, "status": p.status(root),
+                "overrides": p.overrides, "run_dir": str(root / p.name)}
+               for i, p in enumerate(sweep.points)]
+    todo = [e["index"] for e in entries if e["status"] not in SKIPPED]
+    if as_json:
+        print(json.dumps({"root": str(root), "launcher": launcher.name,
+                          "plan": launcher.plan(todo), "points": entries}, indent=2))
+        return 0
+    rows = [[e["index"], e["name"], e["status"], " ".join(e["overrides"])] for e in entries]
+    print(format_table(["#", "point", "status", "overrides"], rows))
+    print(f"{len(sweep.points)} point(s) under {root}")
+    for line in launcher.plan(todo):
+        print(line)
     return 0
 
 

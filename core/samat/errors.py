@@ -6,6 +6,8 @@ USAGE_EXIT = 2
 """Exit code of every user error (bad recipe, path, name, data)."""
 DIVERGED_EXIT = 3
 """Exit code of a run that stopped on a non-finite value (``metrics.json`` status diverged)."""
+STOPPED_EXIT = 4
+"""Exit code of a run that checkpointed and stopped when asked to (preemption, time limit)."""
 
 
 class SamatError(Exception):

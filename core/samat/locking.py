@@ -60,7 +60,8 @@ _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 __all__ = ["BREAKER_STALE_S", "BREAKER_SUFFIX", "DEFAULT_HEARTBEAT_S", "DEFAULT_STALE_AFTER_S",
            "HEARTBEAT_ENV", "INHERIT_ENV", "LOCK_NAME", "STALE_AFTER_ENV", "Holder", "LockHeld",
-           "LockLost", "RunLock", "holder_gone", "is_stale", "lock_state"]
+           "LockLost", "RunLock", "acquire_unless_alive", "holder_gone", "is_stale",
+           "lock_state"]
 
 
 class LockHeld(SamatError):
@@ -112,6 +113,27 @@ def holder_gone(holder: Holder) -> bool:
     return (holder.known and holder.host == socket.gethostname()
             and (not holder.boot_id or holder.boot_id == _boot_id())
             and not _process_running(holder.pid, holder.start_time))
+
+
+def acquire_unless_alive(lock: RunLock, waiting: Callable[[Holder], None] | None = None
+                         ) -> bool:
+    """``lock.acquire()``; while the holder is a dead process of this host
+    (:func:`holder_gone`), wait for its lock to go stale and take it (``waiting(holder)`` is
+    called once first). False if a live holder — or one that cannot be told dead, on another
+    host with a fresh heartbeat — keeps it."""
+    deadline = time.monotonic() + lock.stale_after_s + lock.heartbeat_s
+    told = False
+    while not lock.acquire():
+        holder = lock.holder()
+        if holder is None or not holder_gone(holder) or time.monotonic() >= deadline:
+            if holder is None:
+                continue  # released between the two looks: try again
+            return False
+        if waiting is not None and not told:
+            waiting(holder)
+            told = True
+        time.sleep(min(1.0, lock.heartbeat_s))
+    return True
 
 
 def lock_state(directory: Path, stale_after_s: float | None = None) -> tuple[str, Holder | None]:

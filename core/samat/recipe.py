@@ -176,6 +176,8 @@ def _type_name(tp: Any) -> str:
 
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:
+    if tp is Any:
+        return value
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -231,6 +233,14 @@ def _component(value: Any, path: str) -> Component:
     if label is not None and not isinstance(label, str):
         raise SamatError(f"{path}.label: expected a string, got {label!r}")
     return Component(name, params, label, written)
+
+
+def from_mapping(cls: type, value: Any, path: str) -> Any:
+    """The dataclass ``cls`` from plain data, each field coerced to its annotated type
+    (numbers such as ``8/255`` included); unknown keys, wrong types and missing required keys
+    are one-line errors naming ``path``."""
+    check_finite(normalize(value), path)
+    return _dataclass(cls, value, path)
 
 
 def _dataclass(cls: type, value: Any, path: str) -> Any:

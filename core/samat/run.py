@@ -26,7 +26,7 @@ from samat.factories import (
     task_params,
 )
 from samat.interfaces import Attack, InputPerturbation, Task, WeightPerturbation
-from samat.locking import RunLock, holder_gone
+from samat.locking import RunLock, acquire_unless_alive
 from samat.plugins import call_result_hooks
 from samat.recipe import Recipe, flatten, load_recipe, recipe_from_dict
 from samat.seeding import seed_everything
@@ -208,14 +208,10 @@ def _lock(run_dir: Path, lock: RunLock | None, held: list[RunLock]) -> None:
             raise SamatError(f"internal: lock for {lock.directory} given for {run_dir}")
         return
     own = RunLock(run_dir)
-    deadline = time.monotonic() + own.stale_after_s + own.heartbeat_s
-    while not own.acquire():
+    if not acquire_unless_alive(own, lambda holder: log.info(
+            "%s: the process that held it (%s) is gone; waiting for its lock to expire",
+            run_dir, holder.describe())):
         holder = own.holder()
-        if holder is not None and holder_gone(holder) and time.monotonic() < deadline:
-            log.info("%s: the process that held it (%s) is gone; waiting for its lock to expire",
-                     run_dir, holder.describe())
-            time.sleep(min(1.0, own.heartbeat_s))
-            continue
         who = holder.describe() if holder else "another process"
         raise SamatError(f"{run_dir} is in use by {who}; wait for it to finish, or stop it")
     held.append(own)

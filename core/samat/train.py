@@ -25,7 +25,7 @@ from tqdm import tqdm
 from samat import distributed
 from samat.atomic import write_atomic
 from samat.data import batches_per_epoch, device_batches, eval_loader, to_device, train_loader
-from samat.errors import DIVERGED_EXIT, SamatError
+from samat.errors import DIVERGED_EXIT, STOPPED_EXIT, SamatError
 from samat.interfaces import (
     InputPerturbation,
     Metric,
@@ -34,6 +34,7 @@ from samat.interfaces import (
     Task,
     WeightPerturbation,
 )
+from samat.interrupts import stop_requested
 from samat.precision import check_precision, grad_scaler, with_autocast
 from samat.recipe import Recipe
 from samat.results import write_history
@@ -62,6 +63,13 @@ class Progress:
     loss_count: int = 0
     metric_state: list[Tensor] | None = None  # this epoch's train metric (Metric.state())
     skipped: int = 0  # steps skipped on a non-finite value (train.on_nonfinite=skip), in total
+
+
+class Stopped(SamatError):
+    """Training checkpointed and stopped because the process was asked to (a preemption or
+    time-limit signal, :mod:`samat.interrupts`); ``--resume`` continues exactly."""
+
+    exit_code = STOPPED_EXIT
 
 
 class Diverged(SamatError):
@@ -273,15 +281,35 @@ class Trainer:
                     })
                 if p.step >= self.total_steps:
                     break
-                if cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0 \
-                        and p.batch < len(loader):
+                if p.batch < len(loader) and ((cfg.checkpoint_every
+                                               and p.step % cfg.checkpoint_every == 0)
+                                              or self._stop_reason()):
                     self._checked_save(checkpoint, self._mid_epoch_progress(metric))
+                    self._stop_if_requested()
             bar.close()
             self._end_epoch(metric)
             self._checked_save(checkpoint)
             if history_path is not None:
                 write_history(history_path, p.history)
+            if p.step < self.total_steps:
+                self._stop_if_requested()
         return p
+
+    def _stop_reason(self) -> str | None:
+        """Why this process was asked to stop (:mod:`samat.interrupts`), agreed by every
+        replica under torchrun; None to go on."""
+        reason = stop_requested()
+        if self.world.distributed and not distributed.all_true(reason is None):
+            return reason or "stop requested on another replica"
+        return reason
+
+    def _stop_if_requested(self) -> None:
+        """Raise :class:`Stopped` if a stop was requested (a checkpoint was just written)."""
+        reason = self._stop_reason()
+        if reason is not None:
+            p = self.progress
+            raise Stopped(f"stopped ({reason}) at epoch {p.epoch + 1}, batch {p.batch} (step "
+                          f"{p.step}) after writing a checkpoint; continue with --resume")
 
     def _step(self, x: Any, y: Tensor, loss_fn: Any) -> StepResult | None:
         """Input perturbation, then weight perturbation; None if the step was skipped on a
