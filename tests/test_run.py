@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import one_thread
+from run_fixtures import without_wall_clock
 
 from samat import run as run_module
 from samat import testing
@@ -42,7 +43,6 @@ RECIPE = {
              "attacks": [{"name": "pgd", "norm": "linf", "eps": 0.2, "alpha": 0.05, "steps": 3},
                          {"name": "fgsm", "eps": 0.1}]},
 }
-WALL_CLOCK = {"train_time_s", "mean_step_time_s", "finished_at", "seconds", "run_dir"}
 
 
 def write_recipe(tmp_path: Path, **train: object) -> Path:
@@ -51,14 +51,6 @@ def write_recipe(tmp_path: Path, **train: object) -> Path:
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-def without_wall_clock(data: object) -> object:
-    if isinstance(data, dict):
-        return {k: without_wall_clock(v) for k, v in data.items() if k not in WALL_CLOCK}
-    if isinstance(data, list):
-        return [without_wall_clock(v) for v in data]
-    return data
 
 
 def outcome(run_dir: Path) -> tuple[object, object]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from run_fixtures import without_wall_clock
 
 from samat import results
 from samat.errors import SamatError
@@ -152,19 +153,6 @@ def test_samat_run_uses_the_base_point(tmp_path: Path, run_cli, root: Path,
     assert (tmp_path / "single" / results.METRICS).is_file()
 
 
-def _comparable(metrics: dict) -> dict:
-    drop = {"train_time_s", "mean_step_time_s", "finished_at", "seconds"}
-
-    def clean(data: object) -> object:
-        if isinstance(data, dict):
-            return {k: clean(v) for k, v in data.items() if k not in drop}
-        if isinstance(data, list):
-            return [clean(v) for v in data]
-        return data
-
-    return clean(metrics)
-
-
 @pytest.mark.parametrize("n_sweeps", [2, 3])
 def test_concurrent_sweeps_train_every_point_exactly_once(
         tmp_path: Path, root: Path, fixture_env: dict[str, str], n_sweeps: int) -> None:
@@ -194,7 +182,7 @@ def test_concurrent_sweeps_train_every_point_exactly_once(
         reference = json.loads((alone / point / "metrics.json").read_text())
         for data in (ours, reference):
             data.pop("run_dir"), data["recipe"].pop("path", None)
-        assert _comparable(ours) == _comparable(reference)
+        assert without_wall_clock(ours) == without_wall_clock(reference)
     # every sweep waited for the others and printed the whole table
     for out, _ in outputs:
         assert out.count("SGD") == 2 and "3 (0, 1, 2)" in out

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from run_fixtures import without_wall_clock
 
 from samat import results, testing
 from samat.errors import SamatError
@@ -43,7 +44,6 @@ BASE = {
 }
 """Long enough (a few seconds per point) to kill a point's worker after its first checkpoint."""
 SEEDS = [0, 1, 2]
-WALL_CLOCK = {"train_time_s", "mean_step_time_s", "finished_at", "seconds", "run_dir"}
 LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
                  "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -55,22 +55,11 @@ def _recipe(directory: Path, sweep: dict | None = None, **changes) -> Path:
     return path
 
 
-def _comparable(metrics: dict) -> dict:
-    def clean(data: object) -> object:
-        if isinstance(data, dict):
-            return {k: clean(v) for k, v in data.items() if k not in WALL_CLOCK}
-        if isinstance(data, list):
-            return [clean(v) for v in data]
-        return data
-
-    return clean(metrics)
-
-
 def _metrics(root: Path, name: str) -> dict:
     """A point's metrics.json without wall-clock fields and the recipe's path."""
     metrics = json.loads((root / name / results.METRICS).read_text())
     metrics["recipe"].pop("path")
-    return _comparable(metrics)
+    return without_wall_clock(metrics)
 
 
 # -- a Ray runtime for the module: `ray start --head` on 127.0.0.1 --------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from run_fixtures import without_wall_clock
 
 from samat import results
 from samat.errors import SamatError
@@ -27,7 +28,6 @@ from samat.sweep.grid import read_record, write_manifest
 ROOT = Path(__file__).resolve().parents[1]
 SLURM_DIR = Path(os.environ.get("SAMAT_SLURM_DIR") or ROOT / ".slurm")
 CLUSTER = "samat-test"
-WALL_CLOCK = {"train_time_s", "mean_step_time_s", "finished_at", "seconds", "run_dir"}
 SLURM_LINES: list[str] = []
 """squeue / scontrol output seen by the tests (printed with -s, for the record)."""
 
@@ -127,19 +127,8 @@ def _job_states(shown: str) -> dict[str, str]:
     return states
 
 
-def _comparable(metrics: dict[str, Any]) -> dict[str, Any]:
-    """metrics.json without its wall-clock fields."""
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in WALL_CLOCK}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        return value
-    return strip(metrics)
-
-
 def _metrics(root: Path, name: str) -> dict[str, Any]:
-    return _comparable(json.loads((root / name / results.METRICS).read_text()))
+    return without_wall_clock(json.loads((root / name / results.METRICS).read_text()))
 
 
 def _wait_until(check: Any, timeout: float, what: str) -> None:
