@@ -115,8 +115,7 @@ def ray_head(ray_env: dict[str, str]) -> Iterator[dict]:
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
-        time.sleep(1)
-        left = [pid for pid in tree if _alive(pid)]
+        left = _still_alive(tree)
         assert not left, f"ray start left processes running: {left}"
 
 
@@ -143,6 +142,17 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _still_alive(pids: set[int], within_s: float = 30.0) -> list[int]:
+    """Those of ``pids`` still alive after up to ``within_s`` seconds (Ray's processes exit
+    within a second or two once it is shut down; more on a loaded machine)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        left = sorted(pid for pid in pids if _alive(pid))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def _listening(pid: int) -> set[tuple[str, int]]:
@@ -242,9 +252,7 @@ def test_a_sweep_on_a_local_ray_equals_the_local_launcher(
         assert _metrics(out, name) == expected, name
         assert not (out / name / LOCK_NAME).exists()
     assert len(task_ids) == len(reference)
-    time.sleep(1)
-    assert len(started) >= 4 and not [pid for pid in started if _alive(pid)], \
-        "the local Ray outlived the sweep"
+    assert len(started) >= 4 and not _still_alive(started), "the local Ray outlived the sweep"
 
 
 @needs_ray
@@ -354,8 +362,7 @@ def test_ctrl_c_stops_the_tasks_at_a_checkpoint_and_shuts_the_local_ray_down(
         assert (path / results.CHECKPOINT).is_file() and not (path / LOCK_NAME).exists()
         assert not (path / results.METRICS).exists()
     assert read_record(out / "seed=2")["state"] == "cancelled"
-    time.sleep(1)
-    assert not [pid for pid in tree if _alive(pid)], "the local Ray outlived the sweep"
+    assert not _still_alive(tree), "the local Ray outlived the sweep"
 
 
 # -- without a Ray runtime ------------------------------------------------------------------------
