@@ -111,7 +111,8 @@ def save(obj, f, *args, **kwargs):
 torch.save = save
 """
 
-# A process that SIGKILLs itself on the second batch of the evaluation's first attack.
+# A process that SIGKILLs itself on the second batch of the evaluation's first attack (its
+# first batch is kept in eval_state/: the resumed evaluation goes on from the second).
 KILL_IN_EVALUATION = """
 import os, signal
 from samat.perturb import ModelAttack
@@ -140,6 +141,11 @@ def test_sigkill_at_a_chosen_point_then_resume_equals_uninterrupted(
     done = _start(recipe, out, fixture_env, "--resume")
     assert done.wait(timeout=300) == 0, done.stderr.read()
     assert outcome(out) == uninterrupted[1]
+    if script is KILL_IN_EVALUATION:  # the attack went on from its second batch
+        log = (out / "log.txt").read_text()
+        assert "pgd-linf-0.2: resuming at batch 2 (64 of 512 examples done)" in log
+        assert "natural: kept from an earlier evaluation" in log
+        assert not (out / "eval_state").exists()
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["last.pt"]
 
 

@@ -14,9 +14,9 @@ from torch import nn
 
 from samat import distributed, results
 from samat.atomic import remove_temporaries
-from samat.data import device_batches, eval_loader
 from samat.distributed import resolve_device
 from samat.errors import SamatError
+from samat.evaluation import evaluate
 from samat.factories import (
     check_components,
     create_attack,
@@ -83,31 +83,6 @@ def prepare(recipe: Recipe, task: Task | None = None) -> tuple[Components, Train
 def _task_params(recipe: Recipe) -> dict[str, Any]:
     """Task parameters; the run seed is passed as ``seed`` if the task takes one."""
     return task_params(recipe.task.name, recipe.task.params, recipe.seed)
-
-
-def evaluate(components: Components, recipe: Recipe) -> dict[str, Any]:
-    """Natural metric and every attack's metric on the first ``eval.n_examples`` examples, in
-    float32; under torchrun sharded across ranks (:func:`samat.distributed.evaluate`)."""
-    c = components
-    key = c.task.metric
-    dataset = c.task.eval_dataset()
-
-    def batches(rank: int, world_size: int) -> Any:
-        loader = eval_loader(c.task, dataset, recipe.eval.batch_size, recipe.eval.n_examples,
-                             rank=rank, world_size=world_size)
-        return device_batches(loader, c.device, recipe.train.channels_last)
-
-    natural = distributed.evaluate(c.task, c.model, batches)
-    log.info("natural %s: %.2f", key, natural[key])
-    attacked = []
-    for label, attack in c.attacks:
-        start = time.perf_counter()
-        values = distributed.evaluate(c.task, c.model, batches, attack)
-        values["seconds"] = time.perf_counter() - start
-        log.info("%s %s: %.2f", label, key, values[key])
-        attacked.append({"label": label, "attack": attack.describe(), **values})
-    average = (sum(a[key] for a in attacked) / len(attacked)) if attacked else None
-    return {"natural": natural, "attacks": attacked, "average_under_attack": average}
 
 
 def run(
@@ -273,7 +248,7 @@ def _train_and_evaluate(
     if main:
         for label, attack in c.attacks:
             attack.set_output(run_dir, label)
-    evaluation = evaluate(c, recipe)
+    evaluation = evaluate(c, recipe, run_dir if main else None)
     metrics = {
         **_facts(recipe, c, trainer, run_dir, recipe_path),
         "status": results.FINISHED,

@@ -16,6 +16,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from samat import check_int, unknown_name_message
+from samat_image.library_models import (
+    build_library_model,
+    check_library_model,
+    is_library_model,
+)
 
 
 class Normalize(nn.Module):
@@ -198,6 +203,9 @@ def model_options(name: str) -> list[str]:
 
 def check_model(name: str, options: dict[str, Any]) -> None:
     """Raise ValueError for an unknown model name or an option the model does not take."""
+    if is_library_model(name):
+        check_library_model(name, options)
+        return
     if name not in MODELS:
         raise ValueError(unknown_name_message("model", name, sorted(MODELS)))
     allowed = model_options(name)
@@ -208,8 +216,19 @@ def check_model(name: str, options: dict[str, Any]) -> None:
 
 
 def build_model(name: str, num_classes: int, in_channels: int, img_size: int,
-                mean: Sequence[float], std: Sequence[float], **options: Any) -> Normalized:
-    """Model ``name`` with ``Normalize(mean, std)`` prepended."""
+                mean: Sequence[float], std: Sequence[float], pretrained: bool = False,
+                **options: Any) -> Normalized:
+    """Model ``name`` with ``Normalize(mean, std)`` prepended — for a timm or torchvision model
+    with ``pretrained`` weights, the normalisation those weights expect."""
     check_model(name, options)
-    backbone = MODELS[name](num_classes, in_channels, img_size, **options)
+    if is_library_model(name):
+        backbone, own_mean, own_std = build_library_model(name, num_classes, in_channels,
+                                                          pretrained)
+        if own_mean is not None:
+            mean, std = own_mean, own_std
+    else:
+        if pretrained:
+            raise ValueError(f"pretrained: model '{name}' has no pretrained weights in samat "
+                             "(timm:NAME and torchvision:NAME models do)")
+        backbone = MODELS[name](num_classes, in_channels, img_size, **options)
     return Normalized(Normalize(mean, std), backbone)
