@@ -812,6 +812,51 @@ VALIDATE = [
     recipe("bad-optimizer", {"train.optimizer.lr": -1}, "train.optimizer.lr", cmd="validate"),
 ]
 
+TOY_EVAL = edit(TOY, {"train.eval_every": 1})
+"""TOY with a periodic evaluation (every epoch)."""
+FGSM = {"name": "fgsm", "eps": 0.1}
+BEST = [
+    recipe("keep-best-x", {"train.keep_best": "lowest"}, "train.keep_best", "natural, robust",
+           base=TOY_EVAL),
+    recipe("keep-best-number", {"train.keep_best": 1}, "train.keep_best", "string",
+           base=TOY_EVAL),
+    recipe("keep-best-robust-without-attack", {"train.keep_best": "robust"},
+           "train.keep_best", "train.eval_attack", base=TOY_EVAL),
+    recipe("keep-best-without-eval-every", {"train.keep_best": "natural"}, "train.keep_best",
+           "train.eval_every"),
+    recipe("eval-attack-without-eval-every", {"train.eval_attack": FGSM}, "train.eval_attack",
+           "train.eval_every"),
+    recipe("eval-examples-without-eval-every", {"train.eval_examples": 8},
+           "train.eval_examples", "train.eval_every"),
+    recipe("eval-examples-0", {"train.eval_examples": 0}, "train.eval_examples", ">= 1",
+           base=TOY_EVAL),
+    recipe("eval-examples-fraction", {"train.eval_examples": 2.5}, "train.eval_examples",
+           "integer", base=TOY_EVAL),
+    recipe("eval-checkpoint-x", {"eval.checkpoint": "first"}, "eval.checkpoint", "last, best"),
+    recipe("eval-checkpoint-best-without-keep-best", {"eval.checkpoint": "best"},
+           "eval.checkpoint", "train.keep_best", base=TOY_EVAL),
+    recipe("validate-eval-checkpoint-best-without-keep-best", {"eval.checkpoint": "best"},
+           "eval.checkpoint", "train.keep_best", base=TOY_EVAL, cmd="validate"),
+    override("override-eval-checkpoint-best", "eval.checkpoint=best",
+             match=("eval.checkpoint", "train.keep_best")),
+    recipe("eval-attack-unknown-name", {"train.eval_attack": {"name": "fgsmm"}},
+           "train.eval_attack.name", "Did you mean: fgsm", base=TOY_EVAL),
+    recipe("eval-attack-without-name", {"train.eval_attack": {"eps": 0.1}},
+           "train.eval_attack.name", base=TOY_EVAL),
+    recipe("eval-attack-unknown-key", {"train.eval_attack": {**FGSM, "epss": 0.1}},
+           "Unknown key 'train.eval_attack.epss'", base=TOY_EVAL),
+    recipe("eval-attack-eps-negative", {"train.eval_attack": {**FGSM, "eps": -0.1}},
+           "train.eval_attack", "eps", base=TOY_EVAL),
+    recipe("eval-attack-eps-nan", {"train.eval_attack": {**FGSM, "eps": float("nan")}},
+           "train.eval_attack.eps", "finite", base=TOY_EVAL),
+    recipe("eval-attack-digits-eps-2", {"train.eval_every": 1,
+                                        "train.eval_attack": {**FGSM, "eps": 2}},
+           "train.eval_attack", "eps must be <= 1", base=DIGITS),
+    recipe("eval-attack-unknown-name-in-sweep", {"train.eval_every": 1,
+                                                 "train.eval_attack": {"name": "fgsmm"}},
+           "train.eval_attack.name", base=SWEEP, cmd="sweep", args=("--dry-run",)),
+]
+
 COMMAND_LINE = [
     Case("unknown-command", ("frobnicate",), ("invalid choice",)),
     Case("run-without-recipe", ("run",), ("recipe",)),
@@ -839,6 +884,7 @@ GROUPS: dict[str, list[Case]] = {
     "sweep": SWEEPS,
     "report": REPORTS,
     "validate": VALIDATE,
+    "best": BEST,
     "command-line": COMMAND_LINE,
 }
 CASES = [Case(**{**case.__dict__, "id": f"{group}/{case.id}"})

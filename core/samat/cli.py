@@ -152,7 +152,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     n_params = sum(p.numel() for p in c.model.parameters())
     print(f"{args.recipe}: OK — task {recipe.task.name} ({n_params} parameters), "
           f"weight perturbation {c.weight.describe()}, input perturbation {c.input.describe()}, "
-          f"{len(c.attacks)} attack(s): {', '.join(label for label, _ in c.attacks) or 'none'}")
+          f"{len(c.attacks)} attack(s): {', '.join(label for label, _ in c.attacks) or 'none'}"
+          + (f", periodic evaluation under {c.eval_attack[0]}" if c.eval_attack else ""))
     return 0
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from samat import results
+from samat.best import load_weights as best_weights
 from samat.errors import SamatError
 from samat.evaluation import evaluate, weights_fingerprint
 from samat.locking import RunLock, acquire_unless_alive
@@ -153,10 +154,10 @@ def _over_run(base: dict[str, Any], given: dict[str, Any], path: str) -> dict[st
     return data
 
 
-def load_weights(source: Source, c: Components) -> dict[str, Any]:
+def load_weights(source: Source, c: Components, recipe: Recipe) -> dict[str, Any]:
     """Put SOURCE's weights into ``c.model``; facts about them for ``metrics.json``."""
     if source.kind == "run":
-        return _load_run(source.path, c)
+        return _load_run(source.path, c, recipe)
     if source.kind == "weights":
         state = _read_state(source.path)
         _load_state(c.model, state, source.path)
@@ -164,7 +165,8 @@ def load_weights(source: Source, c: Components) -> dict[str, Any]:
     return {}  # built with the library's own weights by the task
 
 
-def _load_run(run_dir: Path, c: Components) -> dict[str, Any]:
+def _load_run(run_dir: Path, c: Components, recipe: Recipe) -> dict[str, Any]:
+    """The checkpoint's weights (``eval.checkpoint: best``: ``best.pt``'s) and RNG state."""
     path = run_dir / results.CHECKPOINT
     try:
         state = torch.load(path, map_location=c.device, weights_only=True)
@@ -182,6 +184,10 @@ def _load_run(run_dir: Path, c: Components) -> dict[str, Any]:
         rng["torch"] = rng["torch"].cpu()
         set_rng_state(rng)
     progress = state.get("progress") or {}
+    if recipe.eval.checkpoint == "best":
+        path = run_dir / results.BEST_CHECKPOINT
+        best_weights(c.model, path, progress.get("best"), c.device)
+        progress = progress.get("best") or {}
     metrics = results.read_metrics(run_dir) or {}
     epochs = (metrics.get("training") or {}).get("epochs")
     return {"run_dir": str(run_dir), "checkpoint": str(path), "epoch": progress.get("epoch"),
@@ -240,7 +246,7 @@ def run_eval(source_text: str, recipe_path: str | None = None, overrides: list[s
     source = resolve_source(source_text)
     recipe = eval_recipe(source, recipe_path, list(overrides))
     c = build_components(recipe)
-    facts = load_weights(source, c)
+    facts = load_weights(source, c, recipe)
     out, lock = _open(recipe, source, output, resume)
     handler = logging.FileHandler(out / results.LOG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

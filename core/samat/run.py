@@ -45,6 +45,7 @@ class Components:
     input: InputPerturbation
     attacks: list[tuple[str, Attack]]
     device: torch.device
+    eval_attack: tuple[str, Attack] | None = None  # train.eval_attack (periodic evaluation)
 
 
 def build_components(recipe: Recipe, task: Task | None = None) -> Components:
@@ -71,13 +72,16 @@ def build_components(recipe: Recipe, task: Task | None = None) -> Components:
                                         **a.params))
         for i, a in enumerate(recipe.eval.attacks)
     ]
-    return Components(task, model, weight, input_perturbation, attacks, device)
+    e = t.eval_attack
+    eval_attack = None if e is None else (
+        e.column(), create_attack(e.name, model, path="train.eval_attack", task=task, **e.params))
+    return Components(task, model, weight, input_perturbation, attacks, device, eval_attack)
 
 
 def prepare(recipe: Recipe, task: Task | None = None) -> tuple[Components, Trainer]:
     """Everything a run needs, validated: the components and their trainer."""
     c = build_components(recipe, task)
-    return c, Trainer(recipe, c.task, c.model, c.weight, c.input, c.device)
+    return c, Trainer(recipe, c.task, c.model, c.weight, c.input, c.device, c.eval_attack)
 
 
 def _task_params(recipe: Recipe) -> dict[str, Any]:
@@ -248,10 +252,12 @@ def _train_and_evaluate(
     if main:
         for label, attack in c.attacks:
             attack.set_output(run_dir, label)
+    evaluated = trainer.use_checkpoint(run_dir)  # eval.checkpoint: last or best weights
     evaluation = evaluate(c, recipe, run_dir if main else None)
     metrics = {
         **_facts(recipe, c, trainer, run_dir, recipe_path),
         "status": results.FINISHED,
+        "checkpoint": evaluated,
         **evaluation,
         "report": c.task.report(c.model),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -285,6 +291,7 @@ def _facts(recipe: Recipe, c: Components, trainer: Trainer, run_dir: Path, recip
         "mean_step_time_s": progress.train_time / max(progress.step, 1),
         "on_nonfinite": recipe.train.on_nonfinite,
         "skipped_steps": progress.skipped,
+        **({"best": progress.best} if recipe.train.keep_best else {}),
     }
     return {
         "recipe": {"path": str(recipe_path), "name": recipe.name},
