@@ -269,8 +269,9 @@ class Task(ABC):
         """What rebuilds :meth:`build_model`'s architecture without the data (docs/models.md):
         ``{"architecture": {...}}``, the JSON-safe keyword arguments of the task's registered
         ``model_builder`` (:class:`samat.Register`), plus what users of the model need where the
-        task knows it: ``classes`` (names, in output order), ``input_shape`` (of one example)
-        and ``normalization`` (``{"mean": [...], "std": [...]}``, applied inside the model).
+        task knows it: ``classes`` (names, in output order), ``input_shape`` (of one example;
+        ``None`` for a free dimension), ``normalization`` (``{"mean": [...], "std": [...]}``,
+        applied inside the model) and ``output`` (one line on what the model returns).
         ``None`` (the default): runs of this task export no model."""
         return None
 
