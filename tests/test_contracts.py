@@ -47,6 +47,7 @@ from samat.testing import (
     FixtureTask,
     check_attack,
     check_input_perturbation,
+    check_model_export,
     check_task,
     check_weight_perturbation,
     fixture_plugin,
@@ -130,6 +131,11 @@ def assert_named(described: dict[str, Any], name: str) -> None:
 @pytest.mark.parametrize("name", params("task"))
 def test_task(name: str) -> None:
     check_task(build_task(name))
+
+
+@pytest.mark.parametrize("name", params("task"))
+def test_task_model_export(name: str, tmp_path: Path) -> None:
+    check_model_export(build_task(name), name, tmp_path)
 
 
 @pytest.mark.parametrize("name", params("input_perturbation"))

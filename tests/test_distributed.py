@@ -104,7 +104,8 @@ def test_nproc_sgd_equals_one_process_and_only_rank_0_writes(
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "sgd").iterdir()  # one run directory, made by rank 0
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "checkpoints", "config.yaml", "history.jsonl", "log.txt", "metrics.json"]
+        "checkpoints", "config.yaml", "history.jsonl", "log.txt", "metrics.json", "model.json",
+        "model.safetensors"]
     assert done.stdout.count("run directory:") == 1  # rank 0 prints the table
     log = (run_dir / "log.txt").read_text()
     assert log.count("epoch 3/3") == 1 and "2 process(es)" in log

@@ -260,6 +260,29 @@ class Task(ABC):
         """Task-specific extra results recorded in ``metrics.json`` (e.g. learned weights)."""
         return {}
 
+    model_format: str = "safetensors"
+    """How a run exports the trained model: ``safetensors`` (samat writes its state dict to
+    ``model.safetensors``) or the name of a library's own format that :meth:`save_pretrained`
+    writes as a directory (e.g. ``transformers``)."""
+
+    def model_spec(self) -> dict[str, Any] | None:
+        """What rebuilds :meth:`build_model`'s architecture without the data (docs/models.md):
+        ``{"architecture": {...}}``, the JSON-safe keyword arguments of the task's registered
+        ``model_builder`` (:class:`samat.Register`), plus what users of the model need where the
+        task knows it: ``classes`` (names, in output order), ``input_shape`` (of one example;
+        ``None`` for a free dimension), ``normalization`` (``{"mean": [...], "std": [...]}``,
+        applied inside the model) and ``output`` (one line on what the model returns).
+        ``None`` (the default): runs of this task export no model."""
+        return None
+
+    def save_pretrained(self, model: nn.Module, directory: Path) -> None:
+        """Write ``model`` in :attr:`model_format` into the new, empty ``directory`` (config,
+        weights as safetensors, tokenizer, ...), loadable by that format's library alone; called
+        instead of samat's ``model.safetensors`` when :attr:`model_format` is not
+        ``safetensors``."""
+        raise NotImplementedError(f"{type(self).__name__} exports {self.model_format} models "
+                                  "but does not implement save_pretrained")
+
     def describe(self) -> dict[str, Any]:
         """Facts about the data and model recorded next to results (sizes, sources)."""
         return {}

@@ -17,6 +17,7 @@ from samat.atomic import remove_temporaries
 from samat.distributed import resolve_device
 from samat.errors import SamatError
 from samat.evaluation import evaluate
+from samat.export import export_model
 from samat.factories import (
     check_components,
     create_attack,
@@ -250,6 +251,9 @@ def _train_and_evaluate(
             _record_divergence(recipe, c, trainer, run_dir, recipe_path, diverged, verify)
         raise
     if main:
+        if verify is not None:
+            verify()
+        _export(recipe, c, trainer, run_dir)
         for label, attack in c.attacks:
             attack.set_output(run_dir, label)
     evaluated = trainer.use_checkpoint(run_dir)  # eval.checkpoint: last or best weights
@@ -271,6 +275,16 @@ def _train_and_evaluate(
         results.write_json(run_dir / results.METRICS, metrics)
         call_result_hooks(metrics, str(run_dir))
     return metrics
+
+
+def _export(recipe: Recipe, c: Components, trainer: Trainer, run_dir: Path) -> None:
+    """``model.safetensors`` (or the task's own format) and ``model.json`` in ``run_dir``."""
+    trained = {"recipe": recipe.name, "task_params": _task_params(recipe), "seed": recipe.seed,
+               "weight_perturbation": c.weight.describe(), "input_perturbation": c.input.describe(),
+               "epochs": trainer.epochs, "steps": trainer.progress.step}
+    written = export_model(c.task, recipe.task.name, trainer.model, run_dir, trained)
+    if written is not None:
+        log.info("model exported: %s", written)
 
 
 def _facts(recipe: Recipe, c: Components, trainer: Trainer, run_dir: Path, recipe_path: Path

@@ -232,3 +232,10 @@ def build_model(name: str, num_classes: int, in_channels: int, img_size: int,
                              "(timm:NAME and torchvision:NAME models do)")
         backbone = MODELS[name](num_classes, in_channels, img_size, **options)
     return Normalized(Normalize(mean, std), backbone)
+
+
+def exported_model(model: str, num_classes: int, in_channels: int, img_size: int,
+                   mean: Sequence[float], std: Sequence[float], **options: Any) -> Normalized:
+    """The model an exported ``model.json`` describes (no data needed): :func:`build_model`
+    with the architecture's ``model`` name."""
+    return build_model(model, num_classes, in_channels, img_size, mean, std, **options)

@@ -16,6 +16,7 @@ def samat_register_tasks(register: Register) -> None:
         "CIFAR-10/100, TinyImageNet, image folders or digits; PRN-18, WRN, DeiT-tiny, small CNN",
         example={"dataset": "digits", "model": "small_cnn", "n_train": 64},  # offline, no weights
         environment=("root", "download"),
+        model_builder="samat_image.models:exported_model",
     )
 
 

@@ -111,6 +111,21 @@ class ImageClassificationTask(Task):
         except (ValueError, TypeError) as error:
             raise SamatError(f"task: {error}") from None
 
+    def model_spec(self) -> dict[str, Any]:
+        """The builder's arguments (:func:`samat_image.models.exported_model`), class names,
+        input shape and the normalisation inside the model."""
+        s = self.splits()
+        normalization = {"mean": list(s.mean), "std": list(s.std)}
+        return {
+            "architecture": {"model": self.model_name, "num_classes": s.num_classes,
+                             "in_channels": s.in_channels, "img_size": s.img_size,
+                             **normalization, **self.options},
+            "classes": list(s.classes) if s.classes is not None else None,
+            "input_shape": [s.in_channels, s.img_size, s.img_size],
+            "normalization": normalization,
+            "output": "logits over the classes",
+        }
+
     def report(self, model: nn.Module) -> dict[str, Any]:
         return {
             "architecture": self.model_name,

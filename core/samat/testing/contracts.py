@@ -8,6 +8,7 @@ import copy
 import json
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -352,3 +353,34 @@ def check_weight_perturbation(make: Callable[[Iterator[nn.Parameter]], WeightPer
                 f"{weights_changed}")
         _expect(_same(w.optimizer.state_dict(), saved), f"{what}: a NaN loss at call {nan_at} "
                 "changed the optimizer state")
+
+
+def check_model_export(task: Task, name: str, directory: Path, batch_size: int = 4) -> None:
+    """Raise ``AssertionError`` unless a model of ``task`` (registered as ``name``) with
+    changed weights, exported into the empty ``directory`` as a run exports it, loads back
+    with :func:`samat.load_model` (the task's ``model_builder``, no data) as a model whose
+    eval-mode outputs equal the original's bit for bit. A task whose ``model_spec()`` is None
+    exports nothing and passes."""
+    from samat.export import export_model, load_model
+
+    model = task.build_model()
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.is_floating_point():  # positive factors: BatchNorm variances stay valid
+                tensor.mul_(1 + 0.1 * torch.rand(tensor.shape, generator=generator))
+    spec = export_model(task, name, model, directory)
+    if spec is None:
+        _expect(task.model_spec() is None, "model_spec() is set but nothing was exported")
+        _expect(not any(directory.iterdir()), "a task without model_spec() exported files")
+        return
+    loaded = load_model(directory)
+    _expect(type(loaded) is type(model), f"load_model gave a {type(loaded).__name__}, the task "
+            f"builds a {type(model).__name__}")
+    _expect(not loaded.training, "load_model returned a model in train mode")
+    x, _ = sample_batch(task, "eval", batch_size)
+    model.eval()
+    with torch.no_grad():
+        _expect(_same(loaded(x), model(x)),
+                "the loaded model's outputs differ from the exported model's: model_spec() or "
+                "the model_builder does not rebuild the same model")
