@@ -20,7 +20,7 @@ FLOORS = {
     "contract": {"interfaces", "hookspecs"},
     "library": {"batchnorm", "perturb", "weight", "step", "data", "precision", "schedules",
                 "registry", "plugins", "builtin", "recipe", "factories", "locking", "results",
-                "distributed", "testing"},
+                "distributed", "probe", "testing"},
     "runtime": {"train", "run"},
     "reporting": {"report"},
     "orchestration": {"sweep"},

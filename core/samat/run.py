@@ -28,6 +28,7 @@ from samat.factories import (
 from samat.interfaces import Attack, InputPerturbation, Task, WeightPerturbation
 from samat.locking import RunLock, acquire_unless_alive
 from samat.plugins import call_result_hooks
+from samat.probe import check_attacks
 from samat.recipe import Recipe, flatten, load_recipe, recipe_from_dict
 from samat.seeding import seed_everything
 from samat.train import Diverged, Trainer
@@ -49,7 +50,8 @@ class Components:
 
 def build_components(recipe: Recipe, task: Task | None = None) -> Components:
     """Create task (unless given, built from this recipe's task config), model, perturbations
-    and attacks; raises SamatError on any bad input."""
+    and attacks, and check every attack against the model (:func:`samat.probe.check_attacks`);
+    raises SamatError on any bad input."""
     device = resolve_device(recipe.device)
     check_components(recipe)
     seed_everything(recipe.seed)
@@ -71,6 +73,8 @@ def build_components(recipe: Recipe, task: Task | None = None) -> Components:
                                         **a.params))
         for i, a in enumerate(recipe.eval.attacks)
     ]
+    check_attacks([(f"eval.attacks.{i}", attack) for i, (_, attack) in enumerate(attacks)],
+                  task, model, recipe.task.name, device)
     return Components(task, model, weight, input_perturbation, attacks, device)
 
 
