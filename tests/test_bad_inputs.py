@@ -492,6 +492,31 @@ IMAGE_ATTACKS = [
     ]
 ]
 
+AA_100 = {"name": "autoattack", "eps": "8/255", "n_classes": 100, "version": "cheap"}
+DIGITS_AA = edit(DIGITS, {"eval.attacks.1": {"name": "autoattack", "eps": "8/255",
+                                             "version": "cheap"}})
+N_CLASSES_100 = ("eval.attacks.1.n_classes: 100, but the model has 10 outputs (task "
+                 "image_classification, dataset digits); set n_classes: 10")
+ATTACK_FIT = [  # attacks checked against the model (Attack.check) before anything trains
+    *[recipe(f"autoattack-n-classes-100-{cmd}", {"eval.attacks.1": AA_100}, N_CLASSES_100,
+             base=DIGITS, cmd=cmd) for cmd in ("run", "validate")],
+    *[override(f"override-n-classes-100-{cmd}", "eval.attacks.1.n_classes=100",
+               match=(N_CLASSES_100,), base=DIGITS_AA, cmd=cmd) for cmd in ("run", "validate")],
+    recipe("fab-t-n-classes-5", {"eval.attacks.1": {"name": "fab", "eps": 0.5, "n_classes": 5,
+                                                   "targeted": True}},
+           "eval.attacks.1.n_classes: 5, but the model has 10 outputs", "set n_classes: 10",
+           base=DIGITS),
+    *[recipe(f"{name}-on-features-{cmd}", {"eval.attacks.1": attack},
+             f"eval.attacks.1: {name} attacks float (N, C, H, W) images", "task toy_duality",
+             "choose an attack", cmd=cmd)
+      for name, attack in (("apgd", {"name": "apgd", "eps": 0.1}),
+                           ("stadv", {"name": "stadv", "steps": 1}))
+      for cmd in ("run", "validate")],
+    Case("sweep-n-classes-axis", ("sweep", "recipe.yaml", "eval.attacks.1.n_classes=10,100"),
+         ("sweep point n_classes=100", "eval.attacks.1.n_classes: 100", "set n_classes: 10"),
+         {"recipe.yaml": DIGITS_AA}),
+]
+
 TOY_TASK = [
     recipe("p-0.5", {"task.p": 0.5}, "task", "p must be"),
     recipe("p-1", {"task.p": 1}, "task", "p must be"),
@@ -876,6 +901,7 @@ GROUPS: dict[str, list[Case]] = {
     "weight": WEIGHT_PERTURBATION,
     "input": INPUT_PERTURBATION,
     "image-attack": IMAGE_ATTACKS,
+    "attack-fit": ATTACK_FIT,
     "toy-task": TOY_TASK,
     "digits-task": DIGITS_TASK,
     "override": OVERRIDES,
@@ -1005,6 +1031,7 @@ SUBPROCESS_CASES = {
     "malformed-yaml": "yaml/unclosed-flow-mapping",
     "nan-override": "non-finite/override-lr-nan",
     "linf-eps-over-range": "input/digits-attack-pgd-linf-eps-5",
+    "n-classes-over-the-model": "attack-fit/autoattack-n-classes-100-run",
     "sweep-bad-axis": "sweep/bad-axis",
     "resume-without-run": "resume/no-run",
 }

@@ -21,6 +21,8 @@ _EXPORTS = {
     "Metric": "samat.interfaces",
     "Accuracy": "samat.interfaces",
     "Attack": "samat.interfaces",
+    "AttackMismatch": "samat.interfaces",
+    "Probe": "samat.interfaces",
     "TextAttack": "samat.interfaces",
     "InputPerturbation": "samat.interfaces",
     "WeightPerturbation": "samat.interfaces",

@@ -93,7 +93,9 @@ def samat_register_tasks(register: Register) -> None:
 @hookspec
 def samat_register_attacks(register: Register) -> None:
     """Register evaluation attacks; the factory returns a :class:`samat.Attack` bound to the
-    model (or a :class:`samat.TextAttack`, which attacks raw texts)."""
+    model (or a :class:`samat.TextAttack`, which attacks raw texts). Its ``check(probe)`` is
+    called before training: raise :class:`samat.AttackMismatch` there for a parameter (e.g.
+    ``n_classes``) or input the model does not fit."""
 
 
 @hookspec

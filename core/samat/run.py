@@ -29,6 +29,7 @@ from samat.factories import (
 from samat.interfaces import Attack, InputPerturbation, Task, WeightPerturbation
 from samat.locking import RunLock, acquire_unless_alive
 from samat.plugins import call_result_hooks
+from samat.probe import check_attacks
 from samat.recipe import Recipe, flatten, load_recipe, recipe_from_dict
 from samat.seeding import seed_everything
 from samat.train import Diverged, Trainer
@@ -51,7 +52,8 @@ class Components:
 
 def build_components(recipe: Recipe, task: Task | None = None) -> Components:
     """Create task (unless given, built from this recipe's task config), model, perturbations
-    and attacks; raises SamatError on any bad input."""
+    and attacks, and check every attack against the model (:func:`samat.probe.check_attacks`);
+    raises SamatError on any bad input."""
     device = resolve_device(recipe.device)
     check_components(recipe)
     seed_everything(recipe.seed)
@@ -76,6 +78,10 @@ def build_components(recipe: Recipe, task: Task | None = None) -> Components:
     e = t.eval_attack
     eval_attack = None if e is None else (
         e.column(), create_attack(e.name, model, path="train.eval_attack", task=task, **e.params))
+    checked = [(f"eval.attacks.{i}", attack) for i, (_, attack) in enumerate(attacks)]
+    if eval_attack is not None:
+        checked.append(("train.eval_attack", eval_attack[1]))
+    check_attacks(checked, task, model, recipe.task.name, device)
     return Components(task, model, weight, input_perturbation, attacks, device, eval_attack)
 
 

@@ -17,6 +17,7 @@ from torch.utils.data import default_collate
 
 from samat.interfaces import (
     Attack,
+    AttackMismatch,
     InputPerturbation,
     NonFiniteStep,
     StepResult,
@@ -24,6 +25,7 @@ from samat.interfaces import (
     TextAttack,
     WeightPerturbation,
 )
+from samat.probe import make_probe
 
 
 def _expect(condition: bool, message: str) -> None:
@@ -238,9 +240,11 @@ def check_attack(attack: Attack, model: nn.Module, task: Task, batch_size: int =
     the model's predictions (attacks skip misclassified examples). A
     :class:`TextAttack` is called once (train mode) with ``attack_texts`` on the evaluation
     set's first ``(text, label)`` items instead, and must return a dict holding
-    ``task.metric``."""
+    ``task.metric``. First of all :meth:`Attack.check` must accept the model (the attack was
+    built for it), leaving it untouched."""
     what = f"attack {type(attack).__name__}"
     described = _check_described(attack.describe(), what)
+    _check_checks(attack, model, task, what, refuse=None)
     text = isinstance(attack, TextAttack)
     for mode in ("train",) if text else ("train", "eval", "mixed"):
         modes = _set_modes(model, mode)
@@ -264,6 +268,51 @@ def check_attack(attack: Attack, model: nn.Module, task: Task, batch_size: int =
         changed = _changed(model, before)
         _expect(not changed, f"{what} changed the model's weights or BatchNorm statistics "
                 f"{changed}")
+
+
+def _check_checks(attack: Attack, model: nn.Module, task: Task, what: str,
+                  refuse: str | None) -> AttackMismatch | None:
+    """``attack.check`` on a probe of ``model`` in mixed mode: it accepts (``refuse`` None) or
+    raises :class:`AttackMismatch` naming the key ``refuse`` (``""``: any or none), and leaves
+    every module's mode, the weights and BatchNorm statistics as they were, with no
+    ``.grad``."""
+    modes = _set_modes(model, "mixed")
+    before = model_state(model)
+    probe = make_probe(task, model)
+    _expect(probe is not None, f"{what}: the task's evaluation set is empty")
+    raised = None
+    try:
+        attack.check(probe)
+    except AttackMismatch as error:
+        raised = error
+    if refuse is None:
+        _expect(raised is None, f"{what}.check() refuses the model it was built for: {raised}")
+    else:
+        _expect(raised is not None, f"{what}.check() accepts a model it cannot attack")
+        _expect(refuse == "" or raised.key == refuse,
+                f"{what}.check() names key {raised.key!r}, not {refuse!r}: {raised}")
+        _expect(bool(str(raised.problem)) and bool(raised.fix),
+                f"{what}.check() must say what does not fit and what would fix it: "
+                f"problem {raised.problem!r}, fix {raised.fix!r}")
+    _expect([module.training for module in model.modules()] == modes,
+            f"{what}.check() did not restore the train/eval mode of every module")
+    _no_grads(model, f"{what}.check()")
+    changed = _changed(model, before)
+    _expect(not changed, f"{what}.check() changed the model's weights or BatchNorm statistics "
+            f"{changed}")
+    return raised
+
+
+def check_attack_refuses(attack: Attack, model: nn.Module, task: Task, key: str = ""
+                         ) -> AttackMismatch:
+    """Raise ``AssertionError`` unless :meth:`Attack.check` refuses ``model`` (which ``task``
+    built and ``attack`` is bound to, with a parameter that does not fit it) with an
+    :class:`AttackMismatch` naming ``key`` (``""``: whatever key) and a fix, leaving the model
+    untouched; the mismatch."""
+    what = f"attack {type(attack).__name__}"
+    raised = _check_checks(attack, model, task, what, refuse=key)
+    assert raised is not None
+    return raised
 
 
 def _same(a: Any, b: Any) -> bool:
