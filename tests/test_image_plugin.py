@@ -14,22 +14,35 @@ def metrics(version: str) -> dict:
     return {
         "recipe": {"name": "cifar10_sam"},
         "task": {"name": "image_classification", "dataset": "cifar10",
-                 "architecture": "preactresnet18"},
-        "natural": {"accuracy": 95.4321},
+                 "architecture": "preactresnet18", "model_options": {"width": 16},
+                 "n_test": 10000},
+        "natural": {"accuracy": 95.4321, "n_examples": 30},
         "attacks": [
-            {"label": "pgd-linf-1/255", "attack": {"name": "pgd"}, "accuracy": 50.0},
-            {"label": "autoattack-l2", "attack": autoattack, "accuracy": 43.6049},
+            {"label": "pgd-linf-1/255", "attack": {"name": "pgd"}, "accuracy": 50.0,
+             "n_examples": 30},
+            {"label": "autoattack-l2", "attack": autoattack, "accuracy": 43.6049,
+             "n_examples": 30},
         ],
     }
 
 
 def test_robustbench_record_written_for_standard_autoattack(tmp_path: Path) -> None:
+    """RobustBench's model-info fields, the exact architecture with its width, and a 30-image
+    run says so."""
     plugin.samat_on_result(metrics=metrics("standard"), run_dir=str(tmp_path))
     (record,) = json.loads((tmp_path / "robustbench.json").read_text())
+    samat = record.pop("samat")
     assert record == {
-        "dataset": "cifar10", "threat_model": "L2", "eps": "32/255", "clean_acc": "95.43",
-        "autoattack_acc": "43.60", "architecture": "preactresnet18",
-        "name": "cifar10_sam (autoattack-l2)",
+        "link": "", "name": "cifar10_sam (autoattack-l2)", "authors": "",
+        "additional_data": False, "number_forward_passes": 1, "dataset": "cifar10", "venue": "",
+        "architecture": "PreActResNet-18 (width 16)", "eps": "32/255", "clean_acc": "95.43",
+        "reported": "", "autoattack_acc": "43.60",
+        "footnote": "Evaluated by samat with standard AutoAttack on the first 30 of the 10000 "
+                    "test examples, not the full test set.",
+    }
+    assert samat == {
+        "threat_model": "L2", "n_examples": 30, "n_test": 10000, "full_test_set": False,
+        "attack": {"name": "autoattack", "version": "standard", "norm": "l2", "eps": 32 / 255},
     }
 
 
