@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from samat.plugins import registries
 from samat_image import plugin
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def metrics(version: str) -> dict:
@@ -58,3 +62,25 @@ def test_every_paper_attack_is_registered() -> None:
     names = set(registries().attacks.names())
     assert {"fgsm", "pgd", "autoattack", "apgd", "fab", "square", "pixle", "stadv"} <= names
     assert "image_classification" in registries().tasks
+
+
+def test_robustbench_record_of_a_real_run(tmp_path: Path) -> None:
+    """From a finished run's own metrics: the evaluated examples and the exact architecture.
+    (ℓ∞ radius 1 fools every image in APGD-CE's first steps, so the run is quick.)"""
+    pytest.importorskip("torchattacks")
+    pytest.importorskip("sklearn")
+    from samat.run import run
+
+    run_dir = tmp_path / "run"
+    run(ROOT / "recipes/digits/sgd.yaml", [
+        "task.width=4", "task.n_train=512", "train.epochs=3", "train.schedule={name: constant}",
+        "eval.n_examples=6", "eval.batch_size=6", f"output_dir={run_dir}",
+        "eval.attacks=[{name: autoattack, norm: linf, eps: 1.0, label: AA}]",
+    ])
+    (record,) = json.loads((run_dir / "robustbench.json").read_text())
+    assert record["architecture"] == "SmallCNN (width 4)" and record["dataset"] == "digits"
+    assert record["eps"] == "1" and record["autoattack_acc"] == "0.00"
+    assert float(record["clean_acc"]) > 0  # so AutoAttack had images to break
+    assert record["samat"]["n_examples"] == 6 and record["samat"]["full_test_set"] is False
+    n_test = record["samat"]["n_test"]
+    assert n_test > 6 and f"first 6 of the {n_test} test examples" in record["footnote"]
