@@ -377,20 +377,39 @@ def test_stadv_keeps_clean_images_of_misclassified_examples_and_respects_the_bou
 # --- RobustBench record -----------------------------------------------------------------------
 
 
+def robustbench(entry: dict, n_test: int = 10000) -> dict:
+    return robustbench_record(entry, natural_acc=94.5, dataset="cifar10",
+                              architecture="PreActResNet-18 (width 64)", name="SAM rho=0.1",
+                              n_test=n_test)
+
+
 def test_robustbench_record():
+    """RobustBench's model-info field names and types; samat's extras under "samat"."""
     entry = {"label": "aa", "attack": autoattack(tiny_cnn(), eps=8 / 255).describe(),
              "accuracy": 41.256, "n_examples": 10000}
-    record = robustbench_record(entry, 94.5, "cifar10", "PreActResNet-18", "SAM rho=0.1")
+    record = robustbench(entry)
+    assert record["footnote"] == ("Evaluated by samat with standard AutoAttack on all 10000 "
+                                  "test examples.")
+    samat = record.pop("samat")
     assert record == {
-        "dataset": "cifar10", "threat_model": "Linf", "eps": "8/255", "clean_acc": "94.50",
-        "autoattack_acc": "41.26", "architecture": "PreActResNet-18", "name": "SAM rho=0.1",
+        "link": "", "name": "SAM rho=0.1", "authors": "", "additional_data": False,
+        "number_forward_passes": 1, "dataset": "cifar10", "venue": "",
+        "architecture": "PreActResNet-18 (width 64)", "eps": "8/255", "clean_acc": "94.50",
+        "reported": "", "autoattack_acc": "41.26", "footnote": record["footnote"],
     }
-    l2 = {"attack": autoattack(tiny_cnn(), norm="l2", eps=0.5).describe(), "accuracy": 50}
-    assert robustbench_record(l2, 90, "cifar10", "a", "b")["eps"] == "0.5"
-    assert robustbench_record(l2, 90, "cifar10", "a", "b")["threat_model"] == "L2"
+    assert (samat["threat_model"], samat["n_examples"], samat["n_test"]) == ("Linf", 10000, 10000)
+    assert samat["full_test_set"] is True
+    assert samat["attack"]["version"] == "standard" and samat["attack"]["seed"] == 0
+    assert samat["attack"]["library"] == "torchattacks"
+    l2 = {"attack": autoattack(tiny_cnn(), norm="l2", eps=0.5).describe(), "accuracy": 50,
+          "n_examples": 30}
+    assert robustbench(l2)["eps"] == "0.5"
+    assert robustbench(l2)["samat"]["threat_model"] == "L2"
+    assert robustbench(l2)["samat"]["full_test_set"] is False
+    assert "first 30 of the 10000" in robustbench(l2)["footnote"]
     cheap = {"attack": autoattack(tiny_cnn(), eps=0.1, version="cheap").describe(),
-             "accuracy": 1.0}
+             "accuracy": 1.0, "n_examples": 30}
     with pytest.raises(ValueError, match="standard"):
-        robustbench_record(cheap, 90, "cifar10", "a", "b")
+        robustbench(cheap)
     with pytest.raises(ValueError, match="autoattack"):
-        robustbench_record({"attack": {"name": "pgd"}, "accuracy": 1.0}, 90, "c", "a", "b")
+        robustbench({"attack": {"name": "pgd"}, "accuracy": 1.0, "n_examples": 30})

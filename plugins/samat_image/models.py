@@ -201,6 +201,23 @@ def model_options(name: str) -> list[str]:
     return [p for p in parameters if p not in BUILDER_ARGS]
 
 
+def architecture_label(name: str, options: dict[str, Any]) -> str:
+    """Model ``name`` with ``options`` (defaults filled in) as an exact architecture name:
+    ``PreActResNet-18 (width 16)``, ``WideResNet-28-10``, ``DeiT-tiny (patch 2, width 192,
+    depth 12)``, ``SmallCNN (width 32)``; a non-zero dropout is appended."""
+    parameters = inspect.signature(MODELS[name]).parameters
+    o = {key: p.default for key, p in parameters.items() if key not in BUILDER_ARGS}
+    o.update(options)
+    labels = {
+        "preactresnet18": f"PreActResNet-18 (width {o.get('width')})",
+        "wrn": f"WideResNet-{o.get('depth')}-{o.get('width')}",
+        "deit_tiny": f"DeiT-tiny (patch 2, width {o.get('width')}, depth {o.get('depth')})",
+        "small_cnn": f"SmallCNN (width {o.get('width')})",
+    }
+    dropout = o.get("dropout") or 0
+    return labels[name] + (f", dropout {dropout:g}" if dropout else "")
+
+
 def check_model(name: str, options: dict[str, Any]) -> None:
     """Raise ValueError for an unknown model name or an option the model does not take."""
     if is_library_model(name):

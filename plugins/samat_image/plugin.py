@@ -48,11 +48,14 @@ def samat_on_result(metrics: dict[str, Any], run_dir: str) -> None:
         return
     from samat import write_json
     from samat_image.attacks.robustbench import robustbench_record
+    from samat_image.models import architecture_label
 
+    task = metrics["task"]
     records = [
         robustbench_record(
-            entry, metrics["natural"]["accuracy"], metrics["task"]["dataset"],
-            metrics["task"]["architecture"], name=f"{metrics['recipe']['name']} ({entry['label']})",
+            entry, natural_acc=metrics["natural"]["accuracy"], dataset=task["dataset"],
+            architecture=architecture_label(task["architecture"], task["model_options"]),
+            name=f"{metrics['recipe']['name']} ({entry['label']})", n_test=task["n_test"],
         )
         for entry in metrics["attacks"]
         if entry["attack"].get("name") == "autoattack"
