@@ -205,3 +205,25 @@ def test_report_shows_trained_and_evaluated_models(trained: Path, tmp_path: Path
     labelled, _ = run_eval(str(trained), output=str(tmp_path / "labelled"), label="mine")
     (table,) = build_tables(collect_runs([trained, out, labelled]))
     assert [row.label for row in table.rows] == ["SGD", "SGD (samat eval)", "mine"]
+
+
+def test_a_hugging_face_model_directory_with_a_text_recipe(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from text_fixtures import write_data, write_model
+
+    from samat.factories import create_task
+
+    model_dir, files = write_model(tmp_path / "model"), write_data(tmp_path / "data")
+    task = {"name": "text_classification", "dataset": "files", "max_length": 16,
+            "train_file": str(files["train_csv"]), "eval_file": str(files["eval_csv"])}
+    recipe = tmp_path / "text.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "text", "device": "cpu", "task": task,
+                                      "eval": {"batch_size": 8}}))
+    assert resolve_source(str(model_dir)).kind == "huggingface"
+    out, metrics = run_eval(str(model_dir), str(recipe), output=str(tmp_path / "eval"))
+    direct = create_task(**{**task, "model": str(model_dir)})
+    loader = [direct.collate_fn([direct.eval_dataset()[i] for i in range(len(
+        direct.eval_dataset()))])]
+    assert metrics["natural"] == direct.evaluate(direct.build_model(), loader)
+    assert metrics["evaluated"]["kind"] == "huggingface" and metrics["attacks"] == []
+    assert yaml.safe_load((out / "config.yaml").read_text())["task"]["model"] == str(model_dir)
