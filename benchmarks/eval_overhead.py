@@ -2,7 +2,7 @@
 and work.
 
 ``samat``: ``samat.create_attack("pgd", model, task=task, norm="linf", ...)`` evaluated by
-``Task.evaluate`` (what ``samat.run.evaluate`` does per attack). ``torchattacks``:
+``Task.evaluate`` (what ``samat.evaluation.evaluate`` does per attack). ``torchattacks``:
 ``torchattacks.PGD(model, eps, alpha, steps, random_start=True)`` in a hand-written loop that
 does the same (attack, forward without gradients, accuracy). Both run on samat_image's
 PreActResNet-18 in eval mode, round-robin with the order reversed every other round; the overhead

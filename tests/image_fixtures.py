@@ -129,13 +129,15 @@ def make_cifar100(root: Path, n_train: int = 12, n_test: int = 6, seed: int = 0,
 TINY_WNIDS = ("n01443537", "n01629819", "n01641577")
 
 
-def make_tinyimagenet(root: Path, per_class: int = 3, n_val: int = 6, seed: int = 0) -> Path:
+def make_tinyimagenet(root: Path, per_class: int = 3, n_val: int = 6, seed: int = 0,
+                      n_classes: int = len(TINY_WNIDS)) -> Path:
     """``root/tiny-imagenet-200``: wnids.txt, words.txt, train/<wnid>/images/*.JPEG with
     <wnid>_boxes.txt, val/images/*.JPEG with val/val_annotations.txt; 64x64 JPEGs (one of them
-    greyscale, as in the real set). Returns root."""
+    greyscale, as in the real set); :data:`TINY_WNIDS` then made-up wnids up to ``n_classes``
+    (200: the real set's classes, for recipes whose attacks name them). Returns root."""
     rng = np.random.default_rng(seed)
     directory = root / "tiny-imagenet-200"
-    wnids = list(TINY_WNIDS)
+    wnids = [*TINY_WNIDS, *(f"n9{i:07d}" for i in range(n_classes - len(TINY_WNIDS)))]
     directory.mkdir(parents=True)
     (directory / "wnids.txt").write_text("".join(f"{w}\n" for w in reversed(wnids)))
     (directory / "words.txt").write_text("".join(f"{w}\tthing {i}\n" for i, w in enumerate(wnids)))

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from samat.atomic import remove_temporaries, to_json, write_atomic, write_json, write_text
+from samat.atomic import (
+    remove_temporaries,
+    to_json,
+    write_atomic,
+    write_atomic_path,
+    write_directory,
+    write_json,
+    write_text,
+)
 
 
 def test_strict_json_has_no_bare_nan_or_infinity(tmp_path: Path) -> None:
@@ -76,7 +84,54 @@ def test_torch_checkpoints_round_trip(tmp_path: Path) -> None:
 
 def test_remove_temporaries_removes_only_interrupted_writes(tmp_path: Path) -> None:
     (tmp_path / ".last.pt.abc123.partial").write_text("half")
+    (tmp_path / ".model.def456.partial").mkdir()  # an interrupted write_directory
+    (tmp_path / ".model.def456.partial" / "config.json").write_text("{")
     (tmp_path / "last.pt").write_text("whole")
     (tmp_path / ".samat.lock").write_text("{}")
     remove_temporaries(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".samat.lock", "last.pt"]
+
+
+def test_write_atomic_path_hands_the_writer_a_file_name(tmp_path: Path) -> None:
+    target = tmp_path / "w.bin"
+    write_atomic_path(target, lambda tmp: tmp.write_bytes(b"new"))
+    assert target.read_bytes() == b"new"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+    def fail(tmp: Path) -> None:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_atomic_path(target, fail)
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.bin"]
+
+
+def test_write_directory_replaces_a_whole_directory_or_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "model"
+
+    def fill(files: dict[str, str]) -> object:
+        def write(directory: Path) -> None:
+            for name, text in files.items():
+                (directory / name).write_text(text)
+        return write
+
+    write_directory(target, fill({"a.json": "1", "b.bin": "2"}))
+    write_directory(target, fill({"a.json": "3"}))
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"a.json": "3"}
+
+    def fail(directory: Path) -> None:
+        (directory / "a.json").write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_directory(target, fail)
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"a.json": "3"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -492,6 +492,31 @@ IMAGE_ATTACKS = [
     ]
 ]
 
+AA_100 = {"name": "autoattack", "eps": "8/255", "n_classes": 100, "version": "cheap"}
+DIGITS_AA = edit(DIGITS, {"eval.attacks.1": {"name": "autoattack", "eps": "8/255",
+                                             "version": "cheap"}})
+N_CLASSES_100 = ("eval.attacks.1.n_classes: 100, but the model has 10 outputs (task "
+                 "image_classification, dataset digits); set n_classes: 10")
+ATTACK_FIT = [  # attacks checked against the model (Attack.check) before anything trains
+    *[recipe(f"autoattack-n-classes-100-{cmd}", {"eval.attacks.1": AA_100}, N_CLASSES_100,
+             base=DIGITS, cmd=cmd) for cmd in ("run", "validate")],
+    *[override(f"override-n-classes-100-{cmd}", "eval.attacks.1.n_classes=100",
+               match=(N_CLASSES_100,), base=DIGITS_AA, cmd=cmd) for cmd in ("run", "validate")],
+    recipe("fab-t-n-classes-5", {"eval.attacks.1": {"name": "fab", "eps": 0.5, "n_classes": 5,
+                                                   "targeted": True}},
+           "eval.attacks.1.n_classes: 5, but the model has 10 outputs", "set n_classes: 10",
+           base=DIGITS),
+    *[recipe(f"{name}-on-features-{cmd}", {"eval.attacks.1": attack},
+             f"eval.attacks.1: {name} attacks float (N, C, H, W) images", "task toy_duality",
+             "choose an attack", cmd=cmd)
+      for name, attack in (("apgd", {"name": "apgd", "eps": 0.1}),
+                           ("stadv", {"name": "stadv", "steps": 1}))
+      for cmd in ("run", "validate")],
+    Case("sweep-n-classes-axis", ("sweep", "recipe.yaml", "eval.attacks.1.n_classes=10,100"),
+         ("sweep point n_classes=100", "eval.attacks.1.n_classes: 100", "set n_classes: 10"),
+         {"recipe.yaml": DIGITS_AA}),
+]
+
 TOY_TASK = [
     recipe("p-0.5", {"task.p": 0.5}, "task", "p must be"),
     recipe("p-1", {"task.p": 1}, "task", "p must be"),
@@ -812,6 +837,51 @@ VALIDATE = [
     recipe("bad-optimizer", {"train.optimizer.lr": -1}, "train.optimizer.lr", cmd="validate"),
 ]
 
+TOY_EVAL = edit(TOY, {"train.eval_every": 1})
+"""TOY with a periodic evaluation (every epoch)."""
+FGSM = {"name": "fgsm", "eps": 0.1}
+BEST = [
+    recipe("keep-best-x", {"train.keep_best": "lowest"}, "train.keep_best", "natural, robust",
+           base=TOY_EVAL),
+    recipe("keep-best-number", {"train.keep_best": 1}, "train.keep_best", "string",
+           base=TOY_EVAL),
+    recipe("keep-best-robust-without-attack", {"train.keep_best": "robust"},
+           "train.keep_best", "train.eval_attack", base=TOY_EVAL),
+    recipe("keep-best-without-eval-every", {"train.keep_best": "natural"}, "train.keep_best",
+           "train.eval_every"),
+    recipe("eval-attack-without-eval-every", {"train.eval_attack": FGSM}, "train.eval_attack",
+           "train.eval_every"),
+    recipe("eval-examples-without-eval-every", {"train.eval_examples": 8},
+           "train.eval_examples", "train.eval_every"),
+    recipe("eval-examples-0", {"train.eval_examples": 0}, "train.eval_examples", ">= 1",
+           base=TOY_EVAL),
+    recipe("eval-examples-fraction", {"train.eval_examples": 2.5}, "train.eval_examples",
+           "integer", base=TOY_EVAL),
+    recipe("eval-checkpoint-x", {"eval.checkpoint": "first"}, "eval.checkpoint", "last, best"),
+    recipe("eval-checkpoint-best-without-keep-best", {"eval.checkpoint": "best"},
+           "eval.checkpoint", "train.keep_best", base=TOY_EVAL),
+    recipe("validate-eval-checkpoint-best-without-keep-best", {"eval.checkpoint": "best"},
+           "eval.checkpoint", "train.keep_best", base=TOY_EVAL, cmd="validate"),
+    override("override-eval-checkpoint-best", "eval.checkpoint=best",
+             match=("eval.checkpoint", "train.keep_best")),
+    recipe("eval-attack-unknown-name", {"train.eval_attack": {"name": "fgsmm"}},
+           "train.eval_attack.name", "Did you mean: fgsm", base=TOY_EVAL),
+    recipe("eval-attack-without-name", {"train.eval_attack": {"eps": 0.1}},
+           "train.eval_attack.name", base=TOY_EVAL),
+    recipe("eval-attack-unknown-key", {"train.eval_attack": {**FGSM, "epss": 0.1}},
+           "Unknown key 'train.eval_attack.epss'", base=TOY_EVAL),
+    recipe("eval-attack-eps-negative", {"train.eval_attack": {**FGSM, "eps": -0.1}},
+           "train.eval_attack", "eps", base=TOY_EVAL),
+    recipe("eval-attack-eps-nan", {"train.eval_attack": {**FGSM, "eps": float("nan")}},
+           "train.eval_attack.eps", "finite", base=TOY_EVAL),
+    recipe("eval-attack-digits-eps-2", {"train.eval_every": 1,
+                                        "train.eval_attack": {**FGSM, "eps": 2}},
+           "train.eval_attack", "eps must be <= 1", base=DIGITS),
+    recipe("eval-attack-unknown-name-in-sweep", {"train.eval_every": 1,
+                                                 "train.eval_attack": {"name": "fgsmm"}},
+           "train.eval_attack.name", base=SWEEP, cmd="sweep", args=("--dry-run",)),
+]
+
 COMMAND_LINE = [
     Case("unknown-command", ("frobnicate",), ("invalid choice",)),
     Case("run-without-recipe", ("run",), ("recipe",)),
@@ -831,6 +901,7 @@ GROUPS: dict[str, list[Case]] = {
     "weight": WEIGHT_PERTURBATION,
     "input": INPUT_PERTURBATION,
     "image-attack": IMAGE_ATTACKS,
+    "attack-fit": ATTACK_FIT,
     "toy-task": TOY_TASK,
     "digits-task": DIGITS_TASK,
     "override": OVERRIDES,
@@ -839,6 +910,7 @@ GROUPS: dict[str, list[Case]] = {
     "sweep": SWEEPS,
     "report": REPORTS,
     "validate": VALIDATE,
+    "best": BEST,
     "command-line": COMMAND_LINE,
 }
 CASES = [Case(**{**case.__dict__, "id": f"{group}/{case.id}"})
@@ -959,6 +1031,7 @@ SUBPROCESS_CASES = {
     "malformed-yaml": "yaml/unclosed-flow-mapping",
     "nan-override": "non-finite/override-lr-nan",
     "linf-eps-over-range": "input/digits-attack-pgd-linf-eps-5",
+    "n-classes-over-the-model": "attack-fit/autoattack-n-classes-100-run",
     "sweep-bad-axis": "sweep/bad-axis",
     "resume-without-run": "resume/no-run",
 }

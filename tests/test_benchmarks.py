@@ -110,3 +110,31 @@ def test_eval_overhead_smoke(bench: dict[str, ModuleType], tmp_path: Path) -> No
     assert set(results["seconds"]) == {"samat", "torchattacks"}
     assert all(len(t["per_round"]) == 2 for t in results["seconds"].values())
     assert results["identical_without_random_start"] is True
+
+
+def test_autoattack_reference_smoke(bench: dict[str, ModuleType], tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiny settings; ℓ∞ 0.5 fools every image quickly, so no Square query is spent."""
+    pytest.importorskip("torchattacks")
+    pytest.importorskip("pyautoattack")
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = importlib.import_module("autoattack_reference")
+    out = tmp_path / "aa.json"
+    threads = torch.get_num_threads()
+    returned = module.main(["--width", "2", "--n", "4", "--n-train", "32", "--epochs", "1",
+                            "--eps", "0.5", "--json", str(out)])
+    assert torch.get_num_threads() == threads  # restored
+    results = json.loads(out.read_text())
+    assert results == json.loads(json.dumps(returned))
+    assert set(results["robust_accuracy"]) == {"samat", "reference"}
+    assert results["config"]["n_images"] == 4 and results["config"]["width"] == 2
+    assert results["config"]["reference"]["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert results["config"]["samat"]["version"] == "standard"
+    assert results["environment"]["threads"] == 1
+    for key in ("seconds_per_image", "cpu_seconds_per_image"):
+        assert all(v > 0 for v in results[key].values())
+    assert results["ratio"] > 0 and results["cpu_ratio"] > 0
+    assert 0 <= results["flags_agree"] <= 4
+    x, y = module.synthetic_cifar(8, 0, split=1)
+    assert x.shape == (8, 3, 32, 32) and 0 <= x.min() and x.max() <= 1 and y.shape == (8,)
+    assert torch.equal(module.synthetic_cifar(8, 0, split=1)[0], x)

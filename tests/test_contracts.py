@@ -35,6 +35,7 @@ from conftest import one_thread
 from samat import hookimpl, plugins
 from samat.errors import MissingDataError
 from samat.factories import (
+    check_keys,
     create_attack,
     create_input_perturbation,
     create_task,
@@ -42,11 +43,14 @@ from samat.factories import (
     task_params,
 )
 from samat.interfaces import Attack, InputPerturbation, Task, TextAttack, WeightPerturbation
+from samat.probe import make_probe
 from samat.registry import Entry
 from samat.testing import (
     FixtureTask,
     check_attack,
+    check_attack_refuses,
     check_input_perturbation,
+    check_model_export,
     check_task,
     check_weight_perturbation,
     fixture_plugin,
@@ -132,6 +136,11 @@ def test_task(name: str) -> None:
     check_task(build_task(name))
 
 
+@pytest.mark.parametrize("name", params("task"))
+def test_task_model_export(name: str, tmp_path: Path) -> None:
+    check_model_export(build_task(name), name, tmp_path)
+
+
 @pytest.mark.parametrize("name", params("input_perturbation"))
 def test_input_perturbation(name: str) -> None:
     task = FixtureTask(**FIXTURE)
@@ -165,6 +174,30 @@ def test_attack(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> No
         assert "1 passed" in done.stdout, done.stdout[-3000:]
         return
     check_attack(attack, model, task)
+
+
+def takes_n_classes() -> list[Any]:
+    """The registered attacks whose factory takes an ``n_classes`` parameter."""
+    with fixture_plugin():
+        names = [e.name for e in plugins.registries().attacks
+                 if "n_classes" in check_keys(e.factory, {}, "attack")]
+    plugins.reset()
+    return [pytest.param(name, id=f"attack/{name}") for name in names]
+
+
+@pytest.mark.parametrize("name", takes_n_classes())
+def test_attack_refuses_an_n_classes_its_model_lacks(name: str) -> None:
+    """Every attack with an ``n_classes`` parameter checks it against the model: one more
+    class than the model has is refused by ``check`` (before training), naming the key and
+    the fix."""
+    task = attack_task(name)
+    model = task.build_model()
+    classes = make_probe(task, model).n_outputs
+    attack = create_attack(name, model, task=task,
+                           **{**entry("attack", name).example, "n_classes": classes + 1})
+    mismatch = check_attack_refuses(attack, model, task, "n_classes")
+    assert mismatch.problem == f"{classes + 1}, but the model has {classes} outputs"
+    assert mismatch.fix == f"set n_classes: {classes}"
 
 
 @pytest.mark.parametrize("name", params("weight_perturbation"))

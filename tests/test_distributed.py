@@ -104,7 +104,8 @@ def test_nproc_sgd_equals_one_process_and_only_rank_0_writes(
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "sgd").iterdir()  # one run directory, made by rank 0
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "checkpoints", "config.yaml", "history.jsonl", "log.txt", "metrics.json"]
+        "checkpoints", "config.yaml", "history.jsonl", "log.txt", "metrics.json", "model.json",
+        "model.safetensors"]
     assert done.stdout.count("run directory:") == 1  # rank 0 prints the table
     log = (run_dir / "log.txt").read_text()
     assert log.count("epoch 3/3") == 1 and "2 process(es)" in log
@@ -141,6 +142,26 @@ def test_a_one_process_run_resumes_under_torchrun(
              env=fixture_env)
     assert_same_run(single, tmp_path / "crashed", history=False)  # the resumed epoch's train
     # loss averages only the steps after the crash, as in one process
+
+
+@pytest.mark.slow  # 20-40 s on 2 busy cores; the file stays under a minute without it
+def test_torchrun_keeps_and_evaluates_the_same_best_checkpoint(
+        tmp_path: Path, fixture_env: dict[str, str]) -> None:
+    """The periodic evaluation is sharded like the final one: both ranks select the same best
+    epoch as one process, rank 0 writes best.pt, every rank evaluates its weights."""
+    attack = {"name": "pgd", "norm": "linf", "eps": 0.2, "alpha": 0.05, "steps": 2,
+              "random_start": False}
+    recipe = write_recipe(tmp_path, "best", eval_attack=attack, keep_best="robust")
+    overrides = ["eval.checkpoint=best"]
+    single = run_module.run(recipe, [f"output_dir={tmp_path / 'single'}", *overrides])
+    torchrun(str(recipe), f"output_dir={tmp_path / 'ddp'}", *overrides, cwd=tmp_path,
+             env=fixture_env)
+    parallel = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert parallel["checkpoint"] == single["checkpoint"]
+    assert parallel["checkpoint"]["name"] == "best"
+    assert parallel["natural"] == single["natural"]
+    assert sorted(p.name for p in (tmp_path / "ddp" / "checkpoints").iterdir()) == [
+        "best.pt", "last.pt"]
 
 
 # -- in-process groups (torch.multiprocessing) --------------------------------------------------

@@ -124,6 +124,15 @@ def test_example_recipe_runs(example_site: Path, tmp_path: Path) -> None:
     assert set(attacks) == {"pgd-linf-0.05", "pgd-linf-0.1"}
     assert all(acc <= natural for acc in attacks.values()), (natural, attacks)
     assert attacks["pgd-linf-0.1"] < natural  # the larger ball does cost accuracy
+    spec = json.loads((run_dir / "model.json").read_text())
+    assert spec["task"] == "example_blobs" and spec["architecture"]["n_classes"] == 3
+    probe = subprocess.run(  # a fresh process: the installed plugin's model_builder
+        [sys.executable, "-c", "import samat, sys, torch; m = samat.load_model(sys.argv[1]); "
+         "print(m(torch.full((1, 2), 0.5)).shape)", str(run_dir)],
+        env=_env([example_site]), cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert probe.stdout.strip() == "torch.Size([1, 3])"
 
 
 def test_broken_plugin_is_reported_and_rest_works(

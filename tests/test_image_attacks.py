@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samat import AttackMismatch, Probe
 from samat.errors import SamatError
 from samat.factories import call_factory
 from samat_image.attacks import ATTACKS
@@ -209,6 +210,74 @@ def test_inputs_outside_unit_range_and_non_square_pixle_are_refused(trained):
         pixle(model)(x[..., :6], y)
 
 
+def probe(x=(1, 3, 8, 8), classes=10, bounds=(0.0, 1.0), output=None) -> Probe:
+    """A probe of a model with ``classes`` outputs on one input of shape ``x`` (or ``x``)."""
+    x = torch.rand(x) if isinstance(x, tuple) else x
+    return Probe(x, torch.zeros(1, dtype=torch.long),
+                 torch.zeros(1, classes) if output is None else output, bounds)
+
+
+FITTING = [
+    (autoattack, {"eps": 0.1}), (autoattack, {"eps": 0.1, "version": "cheap"}),
+    (apgd, {"eps": 0.1, "loss": "dlr"}), (fab, {"eps": 0.5, "targeted": True}),
+    (square, {"eps": 0.1}), (pixle, {}), (stadv, {}),
+]
+
+
+@pytest.mark.parametrize(("factory", "params"), FITTING, ids=[
+    "autoattack", "autoattack-cheap", "apgd-dlr", "fab-t", "square", "pixle", "stadv"])
+def test_check_accepts_a_ten_class_image_classifier(factory, params):
+    assert factory(tiny_cnn(), **params).check(probe()) is None
+
+
+@pytest.mark.parametrize(
+    ("factory", "params", "shown", "key", "problem", "fix"),
+    [
+        (autoattack, {"eps": 0.1, "n_classes": 100}, probe(), "n_classes",
+         "100, but the model has 10 outputs", "set n_classes: 10"),
+        (fab, {"eps": 0.5, "n_classes": 5, "targeted": True}, probe(), "n_classes",
+         "5, but the model has 10 outputs", "set n_classes: 10"),
+        (fab, {"eps": 0.5}, probe(classes=3), "n_classes", "10, but the model has 3 outputs",
+         "set n_classes: 3"),
+        (autoattack, {"eps": 0.1, "n_classes": 4}, probe(classes=3), None,
+         "autoattack needs a model with at least 4 outputs (APGD-T's targeted DLR loss), but "
+         "this one has 3", "choose an attack"),
+        (apgd, {"eps": 0.1, "loss": "dlr"}, probe(classes=2), "loss",
+         "dlr, but the DLR loss needs at least 3 classes and the model has 2", "set loss: ce"),
+        (apgd, {"eps": 0.1}, probe(x=(1, 8)), None,
+         "apgd attacks float (N, C, H, W) images, but the task's inputs are float32 of shape "
+         "(1, 8)", "choose an attack"),
+        (square, {"eps": 0.1}, probe(x={"input_ids": torch.zeros(1, 4)}), None,
+         "square attacks float (N, C, H, W) images, but the task's inputs are dict",
+         "choose an attack"),
+        (apgd, {"eps": 0.1}, probe(x=torch.zeros(1, 3, 8, 8, dtype=torch.long)), None,
+         "int64 of shape (1, 3, 8, 8)", "choose an attack"),
+        (apgd, {"eps": 0.1}, probe(bounds=None), None,
+         "apgd attacks images in [0, 1], but the task's input_bounds are None",
+         "choose an attack"),
+        (fab, {"eps": 0.5}, probe(bounds=(-1.0, 1.0)), None, "input_bounds are [-1.0, 1.0]",
+         "choose an attack"),
+        (stadv, {}, probe(output=torch.zeros(1, 5, 8, 8)), None,
+         "stadv attacks classifiers with (N, classes) logits, but the model outputs float32 of "
+         "shape (1, 5, 8, 8)", "choose an attack"),
+        (pixle, {}, probe(x=(1, 3, 8, 6)), None,
+         "pixle needs square images, but the task's are 8x6", "choose an attack"),
+        (stadv, {}, probe(x=(1, 3, 1, 1)), None,
+         "stadv needs images of at least 2x2 pixels, but the task's are 1x1", "choose an attack"),
+    ],
+    ids=["autoattack-n-classes", "fab-t-n-classes", "fab-default-n-classes",
+         "autoattack-3-classes", "apgd-dlr-2-classes", "apgd-flat-inputs", "square-dict-inputs",
+         "apgd-integer-inputs", "apgd-unbounded", "fab-bounds-beyond-unit", "stadv-segmenter",
+         "pixle-non-square", "stadv-1x1"],
+)
+def test_check_refuses_what_the_attack_cannot_run_on(factory, params, shown, key, problem, fix):
+    with pytest.raises(AttackMismatch) as raised:
+        factory(tiny_cnn(), **params).check(shown)
+    assert raised.value.key == key
+    assert problem in raised.value.problem
+    assert raised.value.fix.startswith(fix)
+
+
 @pytest.mark.parametrize(
     ("factory", "params", "word"),
     [
@@ -308,20 +377,39 @@ def test_stadv_keeps_clean_images_of_misclassified_examples_and_respects_the_bou
 # --- RobustBench record -----------------------------------------------------------------------
 
 
+def robustbench(entry: dict, n_test: int = 10000) -> dict:
+    return robustbench_record(entry, natural_acc=94.5, dataset="cifar10",
+                              architecture="PreActResNet-18 (width 64)", name="SAM rho=0.1",
+                              n_test=n_test)
+
+
 def test_robustbench_record():
+    """RobustBench's model-info field names and types; samat's extras under "samat"."""
     entry = {"label": "aa", "attack": autoattack(tiny_cnn(), eps=8 / 255).describe(),
              "accuracy": 41.256, "n_examples": 10000}
-    record = robustbench_record(entry, 94.5, "cifar10", "PreActResNet-18", "SAM rho=0.1")
+    record = robustbench(entry)
+    assert record["footnote"] == ("Evaluated by samat with standard AutoAttack on all 10000 "
+                                  "test examples.")
+    samat = record.pop("samat")
     assert record == {
-        "dataset": "cifar10", "threat_model": "Linf", "eps": "8/255", "clean_acc": "94.50",
-        "autoattack_acc": "41.26", "architecture": "PreActResNet-18", "name": "SAM rho=0.1",
+        "link": "", "name": "SAM rho=0.1", "authors": "", "additional_data": False,
+        "number_forward_passes": 1, "dataset": "cifar10", "venue": "",
+        "architecture": "PreActResNet-18 (width 64)", "eps": "8/255", "clean_acc": "94.50",
+        "reported": "", "autoattack_acc": "41.26", "footnote": record["footnote"],
     }
-    l2 = {"attack": autoattack(tiny_cnn(), norm="l2", eps=0.5).describe(), "accuracy": 50}
-    assert robustbench_record(l2, 90, "cifar10", "a", "b")["eps"] == "0.5"
-    assert robustbench_record(l2, 90, "cifar10", "a", "b")["threat_model"] == "L2"
+    assert (samat["threat_model"], samat["n_examples"], samat["n_test"]) == ("Linf", 10000, 10000)
+    assert samat["full_test_set"] is True
+    assert samat["attack"]["version"] == "standard" and samat["attack"]["seed"] == 0
+    assert samat["attack"]["library"] == "torchattacks"
+    l2 = {"attack": autoattack(tiny_cnn(), norm="l2", eps=0.5).describe(), "accuracy": 50,
+          "n_examples": 30}
+    assert robustbench(l2)["eps"] == "0.5"
+    assert robustbench(l2)["samat"]["threat_model"] == "L2"
+    assert robustbench(l2)["samat"]["full_test_set"] is False
+    assert "first 30 of the 10000" in robustbench(l2)["footnote"]
     cheap = {"attack": autoattack(tiny_cnn(), eps=0.1, version="cheap").describe(),
-             "accuracy": 1.0}
+             "accuracy": 1.0, "n_examples": 30}
     with pytest.raises(ValueError, match="standard"):
-        robustbench_record(cheap, 90, "cifar10", "a", "b")
+        robustbench(cheap)
     with pytest.raises(ValueError, match="autoattack"):
-        robustbench_record({"attack": {"name": "pgd"}, "accuracy": 1.0}, 90, "c", "a", "b")
+        robustbench({"attack": {"name": "pgd"}, "accuracy": 1.0, "n_examples": 30})

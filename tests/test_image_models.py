@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from samat_image.models import MODELS, Normalized, build_model, check_model
+from samat_image.models import MODELS, Normalized, architecture_label, build_model, check_model
 
 SMALL = {  # reduced sizes so the forward/backward stays fast on a CPU
     "preactresnet18": {"width": 8},
@@ -72,3 +72,16 @@ def test_unknown_model_and_option_messages():
         build_model("wrn", 10, 3, 32, [0.5] * 3, [0.25] * 3, depth=27)
     with pytest.raises(ValueError, match="multiple of 3"):
         build_model("deit_tiny", 10, 3, 32, [0.5] * 3, [0.25] * 3, width=100)
+
+
+def test_architecture_label_names_the_exact_model():
+    """Defaults filled in, so a narrow PRN-18 never reads like the paper's width-64 one."""
+    assert architecture_label("preactresnet18", {}) == "PreActResNet-18 (width 64)"
+    assert architecture_label("preactresnet18", {"width": 16}) == "PreActResNet-18 (width 16)"
+    assert architecture_label("wrn", {}) == "WideResNet-28-10"
+    assert architecture_label("wrn", {"depth": 16, "width": 4, "dropout": 0.3}) == (
+        "WideResNet-16-4, dropout 0.3")
+    assert architecture_label("deit_tiny", {"depth": 2}) == (
+        "DeiT-tiny (patch 2, width 192, depth 2)")
+    assert architecture_label("small_cnn", {"width": 8}) == "SmallCNN (width 8)"
+    assert all(architecture_label(name, {}) for name in MODELS)  # KeyError if one has none

@@ -32,7 +32,7 @@ def fixture_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("image_data")
     make_cifar10(root)
     make_cifar100(root)
-    make_tinyimagenet(root)
+    make_tinyimagenet(root, per_class=1, n_val=200, n_classes=200)  # AutoAttack: n_classes 200
     return root
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samat.interfaces import AttackMismatch, Probe
 from samat.perturb import FGSM, PGD, Identity, ModelAttack
 
 torchattacks = pytest.importorskip("torchattacks")
@@ -267,3 +268,16 @@ def test_model_attack_runs_in_eval_mode_and_restores_modes(batch):
     assert model.training and model.body[0].training and not model.body[1].training
     assert attack.name == "pgd" and attack.describe() == pgd.describe()
     assert torch.equal(x_adv, reference("linf", model.body.eval(), random_start=False)(x, y))
+
+
+def test_model_attack_checks_that_it_can_differentiate_the_inputs():
+    pgd = ModelAttack(PGD(eps=0.1, alpha=0.05, steps=1), nn.Linear(8, 3))
+    y = torch.zeros(1, dtype=torch.long)
+    assert pgd.check(Probe(torch.zeros(1, 8), y, torch.zeros(1, 3), (0.0, 1.0))) is None
+    for x, shown in ((torch.zeros(1, 8, dtype=torch.long), "int64 tensors"),
+                     ({"input_ids": torch.zeros(1, 8)}, "dict")):
+        with pytest.raises(AttackMismatch) as raised:
+            pgd.check(Probe(x, y, torch.zeros(1, 3), None))
+        assert raised.value.problem == (f"pgd perturbs float input tensors, but the task's "
+                                        f"inputs are {shown}")
+        assert raised.value.key is None and raised.value.fix

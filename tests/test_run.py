@@ -111,7 +111,8 @@ def save(obj, f, *args, **kwargs):
 torch.save = save
 """
 
-# A process that SIGKILLs itself on the second batch of the evaluation's first attack.
+# A process that SIGKILLs itself on the second batch of the evaluation's first attack (its
+# first batch is kept in eval_state/: the resumed evaluation goes on from the second).
 KILL_IN_EVALUATION = """
 import os, signal
 from samat.perturb import ModelAttack
@@ -126,8 +127,21 @@ ModelAttack.__call__ = attack
 """
 
 
-@pytest.mark.parametrize("script", [KILL_IN_CHECKPOINT_WRITE, KILL_IN_EVALUATION],
-                         ids=["during-checkpoint-write", "during-evaluation"])
+# A process that SIGKILLs itself half-way through writing the exported model.
+KILL_IN_MODEL_EXPORT = """
+import os, signal, safetensors.torch
+def save_model(model, filename, *args, **kwargs):
+    with open(filename, "wb") as f:
+        f.write(b"half a model")
+    os.kill(os.getpid(), signal.SIGKILL)
+safetensors.torch.save_model = save_model
+"""
+
+
+@pytest.mark.parametrize("script", [KILL_IN_CHECKPOINT_WRITE, KILL_IN_EVALUATION,
+                                    KILL_IN_MODEL_EXPORT],
+                         ids=["during-checkpoint-write", "during-evaluation",
+                              "during-model-export"])
 def test_sigkill_at_a_chosen_point_then_resume_equals_uninterrupted(
         tmp_path: Path, uninterrupted: tuple[Path, tuple], fixture_env: dict[str, str],
         script: str) -> None:
@@ -137,10 +151,20 @@ def test_sigkill_at_a_chosen_point_then_resume_equals_uninterrupted(
     assert not (out / "metrics.json").exists()
     if script is KILL_IN_CHECKPOINT_WRITE:  # the half-written temporary is left behind
         assert any(p.name.endswith(".partial") for p in (out / "checkpoints").iterdir())
+    if script is KILL_IN_MODEL_EXPORT:
+        assert any(p.name.endswith(".partial") for p in out.iterdir())
+        assert not (out / "model.safetensors").exists() and not (out / "model.json").exists()
     done = _start(recipe, out, fixture_env, "--resume")
     assert done.wait(timeout=300) == 0, done.stderr.read()
     assert outcome(out) == uninterrupted[1]
+    if script is KILL_IN_EVALUATION:  # the attack went on from its second batch
+        log = (out / "log.txt").read_text()
+        assert "pgd-linf-0.2: resuming at batch 2 (64 of 512 examples done)" in log
+        assert "natural: kept from an earlier evaluation" in log
+        assert not (out / "eval_state").exists()
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["last.pt"]
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".partial")]
+    assert (out / "model.json").is_file() and (out / "model.safetensors").is_file()
 
 
 def test_resume_never_picks_an_older_run_when_the_newest_crashed_early(

@@ -13,6 +13,7 @@ from text_fixtures import write_data, write_model, write_resources
 
 from samat import create_attack, create_task
 from samat.errors import MissingDataError, SamatError
+from samat.probe import check_attacks
 from samat.recipe import load_recipe
 
 
@@ -67,6 +68,12 @@ def test_tensor_attacks_are_refused(fixtures: dict[str, Path]) -> None:
     attack = create_attack("fgsm", model, task=task, eps=0.1, bounds=None)
     with pytest.raises(SamatError, match="pso and iga"):
         task.evaluate(model, [batch], attack)
+    with pytest.raises(SamatError) as raised:  # and before training, by its check
+        check_attacks([("eval.attacks.0", attack)], task, model, "text_classification")
+    assert str(raised.value) == (
+        "eval.attacks.0: fgsm perturbs float input tensors, but the task's inputs are dict "
+        "(task text_classification, dataset files); choose an attack for this task (samat list "
+        "attacks)")
 
 
 def test_missing_resources_are_one_line_errors(fixtures: dict[str, Path], tmp_path: Path) -> None:

@@ -21,6 +21,8 @@ _EXPORTS = {
     "Metric": "samat.interfaces",
     "Accuracy": "samat.interfaces",
     "Attack": "samat.interfaces",
+    "AttackMismatch": "samat.interfaces",
+    "Probe": "samat.interfaces",
     "TextAttack": "samat.interfaces",
     "InputPerturbation": "samat.interfaces",
     "WeightPerturbation": "samat.interfaces",
@@ -47,6 +49,10 @@ _EXPORTS = {
     "create_weight_perturbation": "samat.factories",
     "load_recipe": "samat.recipe",
     "run": "samat.run",
+    # exported models: rebuilt without data, weights read from safetensors
+    "load_model": "samat.export",
+    "model_from_spec": "samat.export",
+    "read_model_spec": "samat.export",
     # helpers for plugins: files, randomness, names, parameter checks, figures, untrusted data
     "write_json": "samat.atomic",
     "write_text": "samat.atomic",
@@ -64,7 +70,7 @@ _EXPORTS = {
     "ReportRun": "samat.report",
 }
 
-_RENAMED = {"ReportRun": "Run", "load_pickle": "load"}
+_RENAMED = {"ReportRun": "Run", "load_pickle": "load", "read_model_spec": "read_spec"}
 """Exports whose name differs in their module."""
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,6 +1,7 @@
 """Crash-safe file writes and strict JSON.
 
-Every file samat writes into a run directory goes through :func:`write_atomic`: the content is
+Every file samat writes into a run directory goes through :func:`write_atomic` (or
+:func:`write_atomic_path`, or :func:`write_directory` for a directory): the content is
 written to a uniquely named temporary file beside the target, flushed and ``fsync``-ed, renamed
 over the target, and the directory is ``fsync``-ed. A reader (or a process resuming after
 SIGKILL or a power cut) sees the old file or the new one, never a mix; two writers never share a
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,15 +37,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _file_mode() -> int:
-    """The mode ``open()`` gives new files under this process's umask (``mkstemp`` uses 0600,
-    which would hide results from the other users of a shared filesystem)."""
+def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
-_MODE = _file_mode()
+_MODE = 0o666 & ~_umask()
+"""The mode ``open()`` gives new files under this process's umask (``mkstemp`` uses 0600,
+which would hide results from the other users of a shared filesystem)."""
+_DIR_MODE = 0o777 & ~_umask()
+"""The mode ``mkdir`` gives new directories (``mkdtemp`` uses 0700)."""
 _SUFFIX = ".partial"
 
 
@@ -62,6 +66,58 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic_path(path: Path, write: Callable[[Path], None]) -> None:
+    """:func:`write_atomic` for writers that take a file name (``write(temporary_path)``),
+    such as ``safetensors.torch.save_model``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_SUFFIX)
+    try:
+        os.close(fd)
+        write(Path(tmp))
+        os.chmod(tmp, _MODE)  # after: the writer may have replaced the file
+        _fsync_file(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_directory(path: Path, fill: Callable[[Path], None]) -> None:
+    """Create or replace the directory ``path`` with what ``fill(temporary_directory)`` writes
+    into a new directory beside it, renamed into place once complete (every file ``fsync``-ed):
+    a reader never sees a partly written directory. An old ``path`` is renamed aside and
+    removed after the new one is in place."""
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=_SUFFIX))
+    try:
+        os.chmod(tmp, _DIR_MODE)
+        fill(tmp)
+        for file in (f for f in tmp.rglob("*") if f.is_file()):
+            _fsync_file(file)
+        fsync_dir(tmp)
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old.",
+                                        suffix=_SUFFIX))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -105,7 +161,11 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def remove_temporaries(directory: Path) -> None:
-    """Delete the temporary files an interrupted :func:`write_atomic` left in ``directory``."""
+    """Delete the temporary files and directories an interrupted write (:func:`write_atomic`,
+    :func:`write_directory`, ...) left in ``directory``."""
     if directory.is_dir():
         for tmp in directory.glob(f".*{_SUFFIX}"):
-            tmp.unlink(missing_ok=True)
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)

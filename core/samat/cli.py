@@ -39,6 +39,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--nproc", type=int, metavar="N",
                      help="train data-parallel in N processes on this machine (via torchrun)")
 
+    evaluate = sub.add_parser(
+        "eval", help="evaluate a trained model: a run directory, a weights file, timm:NAME, "
+        "torchvision:NAME or a Hugging Face model (docs/eval.md)")
+    evaluate.add_argument("source", metavar="SOURCE")
+    evaluate.add_argument("rest", nargs="*", metavar="[RECIPE] key.path=value",
+                          help="an eval recipe (needed unless SOURCE is a run directory), then "
+                          "overrides")
+    evaluate.add_argument("--resume", action="store_true",
+                          help="continue the last evaluation of this recipe (or of --output)")
+    evaluate.add_argument("--output", metavar="DIR",
+                          help="eval directory (default: runs/<name>-eval/<time>)")
+    evaluate.add_argument("--label", help="the row label in samat report")
+
     validate = sub.add_parser("validate", help="check a recipe completely, train nothing")
     validate.add_argument("recipe")
     validate.add_argument("overrides", nargs="*", metavar="key.path=value")
@@ -114,6 +127,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from samat.lifeline import die_with_parent
+    from samat.model_eval import run_eval
+    from samat.results import results_table
+
+    die_with_parent()
+    rest = list(args.rest)
+    recipe = rest.pop(0) if rest and "=" not in rest[0] else None
+    with _log_to_stderr(), _graceful_stops():
+        out, metrics = run_eval(args.source, recipe, rest, resume=args.resume,
+                                output=args.output, label=args.label)
+    print(results_table(metrics))
+    print(f"eval directory: {out}")
+    return 0
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     from samat.recipe import load_recipe
     from samat.run import prepare
@@ -123,7 +152,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     n_params = sum(p.numel() for p in c.model.parameters())
     print(f"{args.recipe}: OK — task {recipe.task.name} ({n_params} parameters), "
           f"weight perturbation {c.weight.describe()}, input perturbation {c.input.describe()}, "
-          f"{len(c.attacks)} attack(s): {', '.join(label for label, _ in c.attacks) or 'none'}")
+          f"{len(c.attacks)} attack(s): {', '.join(label for label, _ in c.attacks) or 'none'}"
+          + (f", periodic evaluation under {c.eval_attack[0]}" if c.eval_attack else ""))
     return 0
 
 
@@ -324,7 +354,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "validate": _cmd_validate, "sweep": _cmd_sweep,
+COMMANDS = {"run": _cmd_run, "eval": _cmd_eval, "validate": _cmd_validate, "sweep": _cmd_sweep,
             "report": _cmd_report, "plugins": _cmd_plugins, "list": _cmd_list}
 
 

@@ -260,6 +260,8 @@ def check_components(recipe: Recipe) -> None:
          create_input_perturbation),
         *[("attacks", a, f"eval.attacks.{i}", ("model", "loss_fn"), create_attack)
           for i, a in enumerate(recipe.eval.attacks)],
+        *[("attacks", a, "train.eval_attack", ("model", "loss_fn"), create_attack)
+          for a in [t.eval_attack] if a is not None],
     ]
     for registry, component, path, skip, create in components:
         factory = _entry(registry, component.name, path).factory

@@ -27,6 +27,10 @@ hook                          factory call
 ``samat_register_weight_...`` ``factory(model_params, base_optimizer_cls, base_kwargs,
                               task=task, **params)`` -> :class:`samat.WeightPerturbation`
 ============================  ===============================================================
+
+A task's ``model_builder`` (``register(..., model_builder=...)``) is called as
+``model_builder(**spec["architecture"])`` to rebuild an exported model without data
+(:meth:`samat.Task.model_spec`, docs/models.md).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Register(Protocol):
         example: Mapping[str, Any] | None = None,
         label: str | None = None,
         environment: tuple[str, ...] = (),
+        model_builder: Callable[..., Any] | str | None = None,
     ) -> None:
         """Register ``factory`` (a callable or a lazy ``"module:attribute"`` path) as ``name``.
 
@@ -63,6 +68,12 @@ class Register(Protocol):
           perturbation).
         - ``environment``: task parameters that say where or how to get the data, not what the
           experiment is (``root``, ``download``); reports group runs ignoring them.
+        - ``model_builder`` (tasks; a callable or lazy path): builds the task's model from an
+          exported ``model.json`` without the data or the network, as
+          ``model_builder(**spec["architecture"])`` (:meth:`samat.Task.model_spec`) with random
+          weights that samat then loads, or, for a task whose ``model_format`` is not
+          ``safetensors``, ``model_builder(pretrained=<directory>, **spec["architecture"])``
+          with the weights of the directory :meth:`samat.Task.save_pretrained` wrote.
         """
 
 
@@ -82,7 +93,9 @@ def samat_register_tasks(register: Register) -> None:
 @hookspec
 def samat_register_attacks(register: Register) -> None:
     """Register evaluation attacks; the factory returns a :class:`samat.Attack` bound to the
-    model (or a :class:`samat.TextAttack`, which attacks raw texts)."""
+    model (or a :class:`samat.TextAttack`, which attacks raw texts). Its ``check(probe)`` is
+    called before training: raise :class:`samat.AttackMismatch` there for a parameter (e.g.
+    ``n_classes``) or input the model does not fit."""
 
 
 @hookspec

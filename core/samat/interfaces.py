@@ -91,6 +91,41 @@ class InputPerturbation(ABC):
         return {"name": self.name}
 
 
+@dataclass(frozen=True)
+class Probe:
+    """One evaluation example and the model's output on it: what :meth:`Attack.check` checks
+    an attack against before anything is trained."""
+
+    x: Any
+    """The task's first evaluation input, collated as a batch of one, on the model's device."""
+    y: Tensor
+    """Its target."""
+    output: Any
+    """``model(x)`` in eval mode, without gradients."""
+    bounds: Bounds
+    """The task's ``input_bounds``."""
+
+    @property
+    def n_outputs(self) -> int | None:
+        """``output.shape[1]`` (a classifier's classes, a segmenter's ``(N, C, H, W)`` class
+        maps); ``None`` if the output is not such a tensor."""
+        out = self.output
+        return int(out.shape[1]) if isinstance(out, Tensor) and out.ndim >= 2 else None
+
+
+class AttackMismatch(ValueError):  # noqa: N818 - reads as what it reports
+    """Raised by :meth:`Attack.check`: the attack cannot run on this model or task.
+
+    ``problem`` says what does not fit, ``key`` names the attack's parameter at fault (``None``
+    when no value of one would fit, e.g. an image attack on text) and ``fix`` what would fix
+    it; samat prints ``eval.attacks.K.<key>: <problem> (task ...); <fix>``.
+    """
+
+    def __init__(self, problem: str, key: str | None = None, fix: str | None = None) -> None:
+        super().__init__(problem)
+        self.problem, self.key, self.fix = problem, key, fix
+
+
 class Attack(ABC):
     """An evaluation attack bound to a model, torchattacks style: ``attack(x, y) -> x_adv``."""
 
@@ -101,6 +136,15 @@ class Attack(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
+
+    def check(self, probe: Probe) -> None:
+        """Raise :class:`AttackMismatch` if this attack cannot run on the model and inputs that
+        ``probe`` shows (a parameter such as ``n_classes`` that differs from the model's
+        outputs, inputs of a shape, type or range it cannot attack). samat calls it where it
+        builds a run's components — ``samat validate`` and every run, before training — so
+        such a recipe is refused up front. Must not change the model. The default accepts
+        everything (and samat then builds no probe)."""
+        return None
 
     def set_output(self, run_dir: Path, label: str) -> None:
         """Called before evaluation with the run directory and this attack's column label, for
@@ -259,6 +303,29 @@ class Task(ABC):
     def report(self, model: nn.Module) -> dict[str, Any]:
         """Task-specific extra results recorded in ``metrics.json`` (e.g. learned weights)."""
         return {}
+
+    model_format: str = "safetensors"
+    """How a run exports the trained model: ``safetensors`` (samat writes its state dict to
+    ``model.safetensors``) or the name of a library's own format that :meth:`save_pretrained`
+    writes as a directory (e.g. ``transformers``)."""
+
+    def model_spec(self) -> dict[str, Any] | None:
+        """What rebuilds :meth:`build_model`'s architecture without the data (docs/models.md):
+        ``{"architecture": {...}}``, the JSON-safe keyword arguments of the task's registered
+        ``model_builder`` (:class:`samat.Register`), plus what users of the model need where the
+        task knows it: ``classes`` (names, in output order), ``input_shape`` (of one example;
+        ``None`` for a free dimension), ``normalization`` (``{"mean": [...], "std": [...]}``,
+        applied inside the model) and ``output`` (one line on what the model returns).
+        ``None`` (the default): runs of this task export no model."""
+        return None
+
+    def save_pretrained(self, model: nn.Module, directory: Path) -> None:
+        """Write ``model`` in :attr:`model_format` into the new, empty ``directory`` (config,
+        weights as safetensors, tokenizer, ...), loadable by that format's library alone; called
+        instead of samat's ``model.safetensors`` when :attr:`model_format` is not
+        ``safetensors``."""
+        raise NotImplementedError(f"{type(self).__name__} exports {self.model_format} models "
+                                  "but does not implement save_pretrained")
 
     def describe(self) -> dict[str, Any]:
         """Facts about the data and model recorded next to results (sizes, sources)."""

@@ -102,6 +102,9 @@ class TrainConfig:
     weight_perturbation: Component = field(default_factory=lambda: Component("none"))
     input_perturbation: Component = field(default_factory=lambda: Component("none"))
     eval_every: int = 1
+    eval_attack: Component | None = None
+    eval_examples: int | None = None
+    keep_best: str | None = None
     checkpoint_every: int | None = None
     num_workers: int = 0
     drop_last: bool = False
@@ -117,6 +120,7 @@ class EvalConfig:
     batch_size: int = 256
     n_examples: int | None = None
     attacks: list[Component] = field(default_factory=list)
+    checkpoint: str = "last"
 
 
 @dataclass
@@ -140,6 +144,10 @@ OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 SCHEDULES = ("constant", "step", "cosine", "poly")
 PRECISIONS = ("fp32", "bf16", "fp16")
 ON_NONFINITE = ("stop", "skip")
+KEEP_BEST = ("natural", "robust")
+"""``train.keep_best``: select ``checkpoints/best.pt`` by the natural metric or under
+``train.eval_attack``."""
+EVAL_CHECKPOINTS = ("last", "best")
 MAX_SEED = 2**32 - 1
 """Largest seed every generator samat seeds (NumPy's legacy ``np.random.seed``) accepts."""
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
@@ -277,6 +285,7 @@ def _check_ranges(recipe: Recipe) -> None:
     for path, value in [
         ("train.epochs", t.epochs), ("train.iterations", t.iterations),
         ("train.batch_size", t.batch_size), ("train.checkpoint_every", t.checkpoint_every),
+        ("train.eval_examples", t.eval_examples),
         ("eval.batch_size", e.batch_size), ("eval.n_examples", e.n_examples),
     ]:
         positive(path, value)
@@ -317,9 +326,35 @@ def _check_ranges(recipe: Recipe) -> None:
                          f"got {t.precision!r}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", recipe.device):
         raise SamatError(f"device: expected auto, cpu, cuda or cuda:N, got {recipe.device!r}")
+    _check_best(t, e)
     labels = [a.column() for a in e.attacks]
     if len(set(labels)) != len(labels):
         raise SamatError("eval.attacks: two attacks share a label; give each a distinct 'label'")
+
+
+def _check_best(t: TrainConfig, e: EvalConfig) -> None:
+    """The periodic evaluation keys (``train.eval_*``, ``train.keep_best``) and
+    ``eval.checkpoint`` fit together."""
+    if t.keep_best is not None and t.keep_best not in KEEP_BEST:
+        raise SamatError(f"train.keep_best: expected one of {', '.join(KEEP_BEST)} or null, "
+                         f"got {t.keep_best!r}")
+    if e.checkpoint not in EVAL_CHECKPOINTS:
+        raise SamatError(f"eval.checkpoint: expected one of {', '.join(EVAL_CHECKPOINTS)}, "
+                         f"got {e.checkpoint!r}")
+    if not t.eval_every:
+        for key, value in (("eval_attack", t.eval_attack), ("eval_examples", t.eval_examples),
+                           ("keep_best", t.keep_best)):
+            if value is not None:
+                raise SamatError(f"train.{key}: set, but train.eval_every is 0 (no periodic "
+                                 "evaluation); set train.eval_every >= 1 or remove it")
+    if t.keep_best == "robust" and t.eval_attack is None:
+        raise SamatError("train.keep_best: robust needs train.eval_attack (the attack to select "
+                         "by, e.g. {name: pgd, eps: 8/255, ...}); set it or use keep_best: "
+                         "natural")
+    if e.checkpoint == "best" and t.keep_best is None:
+        raise SamatError("eval.checkpoint: best needs train.keep_best (natural or robust) to "
+                         "choose checkpoints/best.pt; set train.keep_best or use "
+                         "eval.checkpoint: last")
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -29,6 +29,7 @@ class Entry:
     label: str | None = None  # how reports name a method trained with it
     environment: tuple[str, ...] = ()  # task parameters that do not define the experiment
     conflict: str | None = None  # why the name is unusable (registered more than once)
+    model_builder: Callable[..., Any] | str | None = None  # a task's model from model.json
     _loaded: Callable[..., Any] | None = field(default=None, repr=False)
 
     @property
@@ -37,22 +38,31 @@ class Entry:
         if self.conflict is not None:
             raise SamatError(self.conflict)
         if self._loaded is None:
-            if isinstance(self.target, str):
-                module, _, attr = self.target.partition(":")
-                try:
-                    obj: Any = importlib.import_module(module)
-                    for part in attr.split("."):
-                        obj = getattr(obj, part)
-                except (ImportError, AttributeError) as exc:
-                    raise SamatError(
-                        f"'{self.name}' (plugin '{self.plugin}') cannot be loaded from "
-                        f"{self.target}: {type(exc).__name__}: {exc}; reinstall or disable the "
-                        f"plugin (SAMAT_DISABLE_PLUGINS={self.plugin})"
-                    ) from None
-                self._loaded = obj
-            else:
-                self._loaded = self.target
+            self._loaded = self._resolve(self.target)
         return self._loaded
+
+    @property
+    def model(self) -> Callable[..., Any] | None:
+        """The task's ``model_builder`` (imported if registered as a path), None if it has none."""
+        if self.conflict is not None:
+            raise SamatError(self.conflict)
+        return None if self.model_builder is None else self._resolve(self.model_builder)
+
+    def _resolve(self, target: Any) -> Any:
+        if not isinstance(target, str):
+            return target
+        module, _, attr = target.partition(":")
+        try:
+            obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise SamatError(
+                f"'{self.name}' (plugin '{self.plugin}') cannot be loaded from "
+                f"{target}: {type(exc).__name__}: {exc}; reinstall or disable the "
+                f"plugin (SAMAT_DISABLE_PLUGINS={self.plugin})"
+            ) from None
+        return obj
 
 
 class Registry:
@@ -72,6 +82,7 @@ class Registry:
         example: Mapping[str, Any] | None = None,
         label: str | None = None,
         environment: tuple[str, ...] = (),
+        model_builder: Callable[..., Any] | str | None = None,
         plugin: str = "?",
     ) -> None:
         """Add ``factory`` (a callable or a lazy ``"module:attribute"`` path) under ``name``,
@@ -87,7 +98,7 @@ class Registry:
             lines = (getattr(factory, "__doc__", None) or "").strip().splitlines()
             description = lines[0] if lines else ""
         entry = Entry(name, factory, description, plugin, dict(example or {}), label,
-                      tuple(environment))
+                      tuple(environment), model_builder=model_builder)
         if name in self._conflicts:
             self._conflicts[name].append(entry)
         elif name in self._entries:

@@ -23,6 +23,8 @@ METRICS = "metrics.json"
 HISTORY = "history.jsonl"
 LOG = "log.txt"
 CHECKPOINT = Path("checkpoints") / "last.pt"
+BEST_CHECKPOINT = Path("checkpoints") / "best.pt"
+"""The checkpoint of the best periodic evaluation so far (``train.keep_best``)."""
 SWEEP_MANIFEST = "sweep.json"
 """A sweep directory's record of its recipe, grid, cases and points."""
 FINISHED, DIVERGED = "finished", "diverged"
@@ -30,8 +32,8 @@ FINISHED, DIVERGED = "finished", "diverged"
 
 _STAMP = re.compile(r"(\d{8}-\d{6})(?:-(\d+))?")
 
-__all__ = ["CHECKPOINT", "CONFIG", "DIVERGED", "FINISHED", "HISTORY", "LOG", "METRICS",
-           "SWEEP_MANIFEST", "check_output_dir", "default_runs_root", "find_resumable",
+__all__ = ["BEST_CHECKPOINT", "CHECKPOINT", "CONFIG", "DIVERGED", "FINISHED", "HISTORY", "LOG",
+           "METRICS", "SWEEP_MANIFEST", "check_output_dir", "default_runs_root", "find_resumable",
            "format_table", "is_run_dir", "new_run_dir", "read_config", "read_metrics",
            "read_sweep_grid", "results_table", "run_status", "versions", "write_config",
            "write_history", "write_json"]

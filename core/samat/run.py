@@ -14,9 +14,10 @@ from torch import nn
 
 from samat import distributed, results
 from samat.atomic import remove_temporaries
-from samat.data import device_batches, eval_loader
 from samat.distributed import resolve_device
 from samat.errors import SamatError
+from samat.evaluation import evaluate
+from samat.export import export_model
 from samat.factories import (
     check_components,
     create_attack,
@@ -28,6 +29,7 @@ from samat.factories import (
 from samat.interfaces import Attack, InputPerturbation, Task, WeightPerturbation
 from samat.locking import RunLock, acquire_unless_alive
 from samat.plugins import call_result_hooks
+from samat.probe import check_attacks
 from samat.recipe import Recipe, flatten, load_recipe, recipe_from_dict
 from samat.seeding import seed_everything
 from samat.train import Diverged, Trainer
@@ -45,11 +47,13 @@ class Components:
     input: InputPerturbation
     attacks: list[tuple[str, Attack]]
     device: torch.device
+    eval_attack: tuple[str, Attack] | None = None  # train.eval_attack (periodic evaluation)
 
 
 def build_components(recipe: Recipe, task: Task | None = None) -> Components:
     """Create task (unless given, built from this recipe's task config), model, perturbations
-    and attacks; raises SamatError on any bad input."""
+    and attacks, and check every attack against the model (:func:`samat.probe.check_attacks`);
+    raises SamatError on any bad input."""
     device = resolve_device(recipe.device)
     check_components(recipe)
     seed_everything(recipe.seed)
@@ -71,43 +75,25 @@ def build_components(recipe: Recipe, task: Task | None = None) -> Components:
                                         **a.params))
         for i, a in enumerate(recipe.eval.attacks)
     ]
-    return Components(task, model, weight, input_perturbation, attacks, device)
+    e = t.eval_attack
+    eval_attack = None if e is None else (
+        e.column(), create_attack(e.name, model, path="train.eval_attack", task=task, **e.params))
+    checked = [(f"eval.attacks.{i}", attack) for i, (_, attack) in enumerate(attacks)]
+    if eval_attack is not None:
+        checked.append(("train.eval_attack", eval_attack[1]))
+    check_attacks(checked, task, model, recipe.task.name, device)
+    return Components(task, model, weight, input_perturbation, attacks, device, eval_attack)
 
 
 def prepare(recipe: Recipe, task: Task | None = None) -> tuple[Components, Trainer]:
     """Everything a run needs, validated: the components and their trainer."""
     c = build_components(recipe, task)
-    return c, Trainer(recipe, c.task, c.model, c.weight, c.input, c.device)
+    return c, Trainer(recipe, c.task, c.model, c.weight, c.input, c.device, c.eval_attack)
 
 
 def _task_params(recipe: Recipe) -> dict[str, Any]:
     """Task parameters; the run seed is passed as ``seed`` if the task takes one."""
     return task_params(recipe.task.name, recipe.task.params, recipe.seed)
-
-
-def evaluate(components: Components, recipe: Recipe) -> dict[str, Any]:
-    """Natural metric and every attack's metric on the first ``eval.n_examples`` examples, in
-    float32; under torchrun sharded across ranks (:func:`samat.distributed.evaluate`)."""
-    c = components
-    key = c.task.metric
-    dataset = c.task.eval_dataset()
-
-    def batches(rank: int, world_size: int) -> Any:
-        loader = eval_loader(c.task, dataset, recipe.eval.batch_size, recipe.eval.n_examples,
-                             rank=rank, world_size=world_size)
-        return device_batches(loader, c.device, recipe.train.channels_last)
-
-    natural = distributed.evaluate(c.task, c.model, batches)
-    log.info("natural %s: %.2f", key, natural[key])
-    attacked = []
-    for label, attack in c.attacks:
-        start = time.perf_counter()
-        values = distributed.evaluate(c.task, c.model, batches, attack)
-        values["seconds"] = time.perf_counter() - start
-        log.info("%s %s: %.2f", label, key, values[key])
-        attacked.append({"label": label, "attack": attack.describe(), **values})
-    average = (sum(a[key] for a in attacked) / len(attacked)) if attacked else None
-    return {"natural": natural, "attacks": attacked, "average_under_attack": average}
 
 
 def run(
@@ -271,12 +257,17 @@ def _train_and_evaluate(
             _record_divergence(recipe, c, trainer, run_dir, recipe_path, diverged, verify)
         raise
     if main:
+        if verify is not None:
+            verify()
+        _export(recipe, c, trainer, run_dir)
         for label, attack in c.attacks:
             attack.set_output(run_dir, label)
-    evaluation = evaluate(c, recipe)
+    evaluated = trainer.use_checkpoint(run_dir)  # eval.checkpoint: last or best weights
+    evaluation = evaluate(c, recipe, run_dir if main else None)
     metrics = {
         **_facts(recipe, c, trainer, run_dir, recipe_path),
         "status": results.FINISHED,
+        "checkpoint": evaluated,
         **evaluation,
         "report": c.task.report(c.model),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -290,6 +281,16 @@ def _train_and_evaluate(
         results.write_json(run_dir / results.METRICS, metrics)
         call_result_hooks(metrics, str(run_dir))
     return metrics
+
+
+def _export(recipe: Recipe, c: Components, trainer: Trainer, run_dir: Path) -> None:
+    """``model.safetensors`` (or the task's own format) and ``model.json`` in ``run_dir``."""
+    trained = {"recipe": recipe.name, "task_params": _task_params(recipe), "seed": recipe.seed,
+               "weight_perturbation": c.weight.describe(), "input_perturbation": c.input.describe(),
+               "epochs": trainer.epochs, "steps": trainer.progress.step}
+    written = export_model(c.task, recipe.task.name, trainer.model, run_dir, trained)
+    if written is not None:
+        log.info("model exported: %s", written)
 
 
 def _facts(recipe: Recipe, c: Components, trainer: Trainer, run_dir: Path, recipe_path: Path
@@ -310,6 +311,7 @@ def _facts(recipe: Recipe, c: Components, trainer: Trainer, run_dir: Path, recip
         "mean_step_time_s": progress.train_time / max(progress.step, 1),
         "on_nonfinite": recipe.train.on_nonfinite,
         "skipped_steps": progress.skipped,
+        **({"best": progress.best} if recipe.train.keep_best else {}),
     }
     return {
         "recipe": {"path": str(recipe_path), "name": recipe.name},

@@ -2,7 +2,8 @@
 
 Checkpoints (model, optimizer incl. SAM's base optimizer, scheduler, fp16 loss scaler, RNG
 states, position) are written every epoch and optionally every ``checkpoint_every`` steps;
-:meth:`Trainer.fit` resumes from one and ends exactly where an uninterrupted run would. Under
+:meth:`Trainer.fit` resumes from one and ends exactly where an uninterrupted run would. With
+``keep_best`` the best periodic evaluation's checkpoint is kept beside (:mod:`samat.best`). Under
 torchrun the model is wrapped in DistributedDataParallel and each replica trains on its part of
 every global batch (docs/distributed.md).
 """
@@ -24,9 +25,11 @@ from tqdm import tqdm
 
 from samat import distributed
 from samat.atomic import write_atomic
+from samat.best import load_weights, periodic_evaluation, select
 from samat.data import batches_per_epoch, device_batches, eval_loader, to_device, train_loader
 from samat.errors import DIVERGED_EXIT, STOPPED_EXIT, SamatError
 from samat.interfaces import (
+    Attack,
     InputPerturbation,
     Metric,
     NonFiniteStep,
@@ -37,7 +40,7 @@ from samat.interfaces import (
 from samat.interrupts import stop_requested
 from samat.precision import check_precision, grad_scaler, with_autocast
 from samat.recipe import Recipe
-from samat.results import write_history
+from samat.results import BEST_CHECKPOINT, CHECKPOINT, write_history
 from samat.schedules import build_scheduler
 from samat.seeding import rng_state, set_rng_state
 from samat.step import train_step
@@ -63,6 +66,7 @@ class Progress:
     loss_count: int = 0
     metric_state: list[Tensor] | None = None  # this epoch's train metric (Metric.state())
     skipped: int = 0  # steps skipped on a non-finite value (train.on_nonfinite=skip), in total
+    best: dict[str, Any] | None = None  # the evaluation best.pt holds (train.keep_best)
 
 
 class Stopped(SamatError):
@@ -109,8 +113,10 @@ class Trainer:
         weight_perturbation: WeightPerturbation,
         input_perturbation: InputPerturbation,
         device: torch.device,
+        eval_attack: tuple[str, Attack] | None = None,
     ) -> None:
         self.recipe, self.cfg = recipe, recipe.train
+        self.eval_attack = eval_attack
         self.task, self.model, self.device = task, model, device
         self.weight, self.input = weight_perturbation, input_perturbation
         self.world = distributed.world()
@@ -287,7 +293,8 @@ class Trainer:
                     self._checked_save(checkpoint, self._mid_epoch_progress(metric))
                     self._stop_if_requested()
             bar.close()
-            self._end_epoch(metric)
+            if self._end_epoch(metric):  # best.pt before last.pt: no best recorded off disk
+                self._checked_save(checkpoint and checkpoint.parent / BEST_CHECKPOINT.name)
             self._checked_save(checkpoint)
             if history_path is not None:
                 write_history(history_path, p.history)
@@ -374,7 +381,9 @@ class Trainer:
         return {**asdict(p), "loss_sum": loss_sum, "loss_count": int(loss_count),
                 "metric_state": state}
 
-    def _end_epoch(self, metric: Metric) -> None:
+    def _end_epoch(self, metric: Metric) -> bool:
+        """Close the epoch: its history record (with the periodic evaluation, if due); whether
+        that evaluation is a new best (``train.keep_best``)."""
         p = self.progress
         loss_sum, n_losses = distributed.all_reduce_sum([p.loss_sum, p.loss_count])
         distributed.all_reduce_metric(metric)  # the train metric of the global batches
@@ -388,24 +397,54 @@ class Trainer:
         }
         if self.cfg.on_nonfinite == "skip":
             record["skipped_steps"] = p.skipped
-        every = self.cfg.eval_every
+        every, improved = self.cfg.eval_every, None
         if every and ((p.epoch + 1) % every == 0 or p.step >= self.total_steps):
-            natural = distributed.evaluate(self.task, self.model, self.eval_batches)
-            record[f"eval_{self.task.metric}"] = natural[self.task.metric]
+            n = len(self.eval_set)
+            if self._eval_examples is not None:
+                n = min(n, self._eval_examples)
+            record.update(periodic_evaluation(self.task, self.model, self.eval_batches, n,
+                                              self.eval_attack))
+            if self.cfg.keep_best is not None:
+                improved = select(p.best, record, self.cfg.keep_best, self.task, p.epoch + 1,
+                                  p.step)
+                p.best = improved or p.best
         p.history.append(record)
         p.epoch += 1
         p.batch = 0
         p.loss_sum, p.loss_count, p.metric_state = 0.0, 0, None
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else
+                          f"{k}={v['label']}" if isinstance(v, dict) else f"{k}={v}"
                           for k, v in record.items())
         log.info("epoch %d/%d: %s", p.epoch, self.epochs, shown)
+        if improved:
+            log.info("new best %s %s %.4g at epoch %d (train.keep_best): writing %s",
+                     self.cfg.keep_best, self.task.metric, improved["value"], p.epoch,
+                     BEST_CHECKPOINT)
+        return improved is not None
+
+    @property
+    def _eval_examples(self) -> int | None:
+        """How many evaluation examples the periodic evaluation uses (None: all)."""
+        return (self.cfg.eval_examples if self.cfg.eval_examples is not None
+                else self.recipe.eval.n_examples)
 
     def eval_batches(self, rank: int = 0, world_size: int = 1) -> Any:
-        """Rank ``rank``'s share of the first ``eval.n_examples`` evaluation pairs, on device."""
-        e = self.recipe.eval
-        loader = eval_loader(self.task, self.eval_set, e.batch_size, e.n_examples,
-                             rank=rank, world_size=world_size)
+        """Rank ``rank``'s share of the periodic evaluation's examples (the first
+        ``train.eval_examples``, else ``eval.n_examples``), on device."""
+        loader = eval_loader(self.task, self.eval_set, self.recipe.eval.batch_size,
+                             self._eval_examples, rank=rank, world_size=world_size)
         return device_batches(loader, self.device, self.cfg.channels_last)
+
+    def use_checkpoint(self, run_dir: Path) -> dict[str, Any]:
+        """Put the weights ``eval.checkpoint`` names into :attr:`model` (``best``: those of
+        ``run_dir``'s ``best.pt``; ``last``: the trained ones, already there) and return what
+        ``metrics.json`` records of them: name, path, epoch, step and, for ``best``, how it was
+        selected. Every rank calls it after :meth:`fit`."""
+        p = self.progress
+        if self.recipe.eval.checkpoint == "best":
+            load_weights(self.model, run_dir / BEST_CHECKPOINT, p.best, self.device)
+            return {"name": "best", "path": str(BEST_CHECKPOINT), **(p.best or {})}
+        return {"name": "last", "path": str(CHECKPOINT), "epoch": p.epoch, "step": p.step}
 
 
 def _first_line(exc: BaseException) -> str:

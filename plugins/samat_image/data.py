@@ -111,6 +111,8 @@ class Splits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str
+    classes: tuple[str, ...] | None = None
+    """Class names in label order, where the data name them."""
 
 
 def _missing(what: str, directory: Path, layout: str, fix: str) -> MissingDataError:
@@ -195,10 +197,19 @@ def load_cifar(name: str, root: Path, download: bool, augment_train: bool) -> Sp
             labels.extend(targets)
         return torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.long)
 
-    _read_pickle(directory / meta, kind)  # label names: unused, but must be data too
+    names_key = "label_names" if name == "cifar10" else "fine_label_names"
+    classes = _label_names(_read_pickle(directory / meta, kind).get(names_key), num_classes)
     train, test = read(train_files), read(test_files)
     return Splits(TensorImages(*train, train_augment=augment_train), TensorImages(*test),
-                  num_classes, 3, 32, *stats, source=str(directory))
+                  num_classes, 3, 32, *stats, source=str(directory), classes=classes)
+
+
+def _label_names(names: object, num_classes: int) -> tuple[str, ...] | None:
+    """CIFAR meta's label names (str or latin-1 bytes), None unless there is one per class."""
+    if not isinstance(names, list | tuple) or len(names) != num_classes:
+        return None
+    decoded = [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
+    return tuple(decoded) if all(isinstance(n, str) for n in decoded) else None
 
 
 def _download_cifar(name: str, root: Path) -> None:
@@ -258,7 +269,7 @@ def load_tinyimagenet(root: Path, download: bool, size: int | None,
     side = size or 64
     return Splits(FileImages(train_paths, train_labels, size, augment_train),
                   FileImages(test_paths, test_labels, size), len(wnids), 3, side,
-                  *TINYIMAGENET_STATS, source=str(directory))
+                  *TINYIMAGENET_STATS, source=str(directory), classes=tuple(wnids))
 
 
 def load_imagefolder(root: Path, size: int | None, augment_train: bool) -> Splits:
@@ -288,7 +299,7 @@ def load_imagefolder(root: Path, size: int | None, augment_train: bool) -> Split
     mean, std = pixels.mean(1).tolist(), pixels.std(1).clamp_min(1e-3).tolist()
     img_size = size or int(sample[0].shape[-1])
     return Splits(train_set, test_set, len(train.classes), 3, img_size, tuple(mean), tuple(std),
-                  source=str(root))
+                  source=str(root), classes=tuple(train.classes))
 
 
 def load_digits(seed: int, augment_train: bool) -> Splits:
@@ -313,5 +324,5 @@ def load_digits(seed: int, augment_train: bool) -> Splits:
         TensorImages(images[train_idx], labels[train_idx], train_augment=augment_train,
                      flip=False),
         TensorImages(images[test_idx], labels[test_idx]), 10, 1, DIGITS_SIZE, (mean,), (std,),
-        source="sklearn.datasets.load_digits",
+        source="sklearn.datasets.load_digits", classes=tuple(str(d) for d in range(10)),
     )

@@ -16,6 +16,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from samat import check_int, unknown_name_message
+from samat_image.library_models import (
+    build_library_model,
+    check_library_model,
+    is_library_model,
+)
 
 
 class Normalize(nn.Module):
@@ -196,8 +201,28 @@ def model_options(name: str) -> list[str]:
     return [p for p in parameters if p not in BUILDER_ARGS]
 
 
+def architecture_label(name: str, options: dict[str, Any]) -> str:
+    """Model ``name`` with ``options`` (defaults filled in) as an exact architecture name:
+    ``PreActResNet-18 (width 16)``, ``WideResNet-28-10``, ``DeiT-tiny (patch 2, width 192,
+    depth 12)``, ``SmallCNN (width 32)``; a non-zero dropout is appended."""
+    parameters = inspect.signature(MODELS[name]).parameters
+    o = {key: p.default for key, p in parameters.items() if key not in BUILDER_ARGS}
+    o.update(options)
+    labels = {
+        "preactresnet18": f"PreActResNet-18 (width {o.get('width')})",
+        "wrn": f"WideResNet-{o.get('depth')}-{o.get('width')}",
+        "deit_tiny": f"DeiT-tiny (patch 2, width {o.get('width')}, depth {o.get('depth')})",
+        "small_cnn": f"SmallCNN (width {o.get('width')})",
+    }
+    dropout = o.get("dropout") or 0
+    return labels[name] + (f", dropout {dropout:g}" if dropout else "")
+
+
 def check_model(name: str, options: dict[str, Any]) -> None:
     """Raise ValueError for an unknown model name or an option the model does not take."""
+    if is_library_model(name):
+        check_library_model(name, options)
+        return
     if name not in MODELS:
         raise ValueError(unknown_name_message("model", name, sorted(MODELS)))
     allowed = model_options(name)
@@ -208,8 +233,26 @@ def check_model(name: str, options: dict[str, Any]) -> None:
 
 
 def build_model(name: str, num_classes: int, in_channels: int, img_size: int,
-                mean: Sequence[float], std: Sequence[float], **options: Any) -> Normalized:
-    """Model ``name`` with ``Normalize(mean, std)`` prepended."""
+                mean: Sequence[float], std: Sequence[float], pretrained: bool = False,
+                **options: Any) -> Normalized:
+    """Model ``name`` with ``Normalize(mean, std)`` prepended — for a timm or torchvision model
+    with ``pretrained`` weights, the normalisation those weights expect."""
     check_model(name, options)
-    backbone = MODELS[name](num_classes, in_channels, img_size, **options)
+    if is_library_model(name):
+        backbone, own_mean, own_std = build_library_model(name, num_classes, in_channels,
+                                                          pretrained)
+        if own_mean is not None:
+            mean, std = own_mean, own_std
+    else:
+        if pretrained:
+            raise ValueError(f"pretrained: model '{name}' has no pretrained weights in samat "
+                             "(timm:NAME and torchvision:NAME models do)")
+        backbone = MODELS[name](num_classes, in_channels, img_size, **options)
     return Normalized(Normalize(mean, std), backbone)
+
+
+def exported_model(model: str, num_classes: int, in_channels: int, img_size: int,
+                   mean: Sequence[float], std: Sequence[float], **options: Any) -> Normalized:
+    """The model an exported ``model.json`` describes (no data needed): :func:`build_model`
+    with the architecture's ``model`` name."""
+    return build_model(model, num_classes, in_channels, img_size, mean, std, **options)

@@ -16,6 +16,7 @@ def samat_register_tasks(register: Register) -> None:
         "CIFAR-10/100, TinyImageNet, image folders or digits; PRN-18, WRN, DeiT-tiny, small CNN",
         example={"dataset": "digits", "model": "small_cnn", "n_train": 64},  # offline, no weights
         environment=("root", "download"),
+        model_builder="samat_image.models:exported_model",
     )
 
 
@@ -47,11 +48,14 @@ def samat_on_result(metrics: dict[str, Any], run_dir: str) -> None:
         return
     from samat import write_json
     from samat_image.attacks.robustbench import robustbench_record
+    from samat_image.models import architecture_label
 
+    task = metrics["task"]
     records = [
         robustbench_record(
-            entry, metrics["natural"]["accuracy"], metrics["task"]["dataset"],
-            metrics["task"]["architecture"], name=f"{metrics['recipe']['name']} ({entry['label']})",
+            entry, natural_acc=metrics["natural"]["accuracy"], dataset=task["dataset"],
+            architecture=architecture_label(task["architecture"], task["model_options"]),
+            name=f"{metrics['recipe']['name']} ({entry['label']})", n_test=task["n_test"],
         )
         for entry in metrics["attacks"]
         if entry["attack"].get("name") == "autoattack"

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset, Subset
 
 from samat import Bounds, SamatError, Task, check_int, unknown_name_message
 from samat_image import data
+from samat_image.library_models import is_library_model
 from samat_image.models import build_model, check_model
 
 
@@ -42,6 +43,7 @@ class ImageClassificationTask(Task):
         resize: int | None = None,
         n_train: int | None = None,
         seed: int = 0,
+        pretrained: bool = False,
     ) -> None:
         if dataset not in data.DATASETS:
             raise ValueError(unknown_name_message("dataset", dataset, list(data.DATASETS)))
@@ -56,6 +58,12 @@ class ImageClassificationTask(Task):
         if download and dataset in ("imagefolder", "digits"):
             raise ValueError(f"download: {dataset} cannot be downloaded (digits ship with "
                              "scikit-learn; an image folder is yours)")
+        if not isinstance(pretrained, bool):
+            raise ValueError(f"pretrained must be true or false, got {pretrained!r}")
+        if pretrained and not is_library_model(model):
+            raise ValueError(f"pretrained: true needs a timm:NAME or torchvision:NAME model, "
+                             f"got model {model!r}")
+        self.pretrained = pretrained
         self.options = {k: v for k, v in (("width", width), ("depth", depth),
                                           ("dropout", dropout)) if v is not None}
         check_model(model, self.options)
@@ -99,9 +107,24 @@ class ImageClassificationTask(Task):
         s = self.splits()
         try:
             return build_model(self.model_name, s.num_classes, s.in_channels, s.img_size,
-                               s.mean, s.std, **self.options)
+                               s.mean, s.std, self.pretrained, **self.options)
         except (ValueError, TypeError) as error:
             raise SamatError(f"task: {error}") from None
+
+    def model_spec(self) -> dict[str, Any]:
+        """The builder's arguments (:func:`samat_image.models.exported_model`), class names,
+        input shape and the normalisation inside the model."""
+        s = self.splits()
+        normalization = {"mean": list(s.mean), "std": list(s.std)}
+        return {
+            "architecture": {"model": self.model_name, "num_classes": s.num_classes,
+                             "in_channels": s.in_channels, "img_size": s.img_size,
+                             **normalization, **self.options},
+            "classes": list(s.classes) if s.classes is not None else None,
+            "input_shape": [s.in_channels, s.img_size, s.img_size],
+            "normalization": normalization,
+            "output": "logits over the classes",
+        }
 
     def report(self, model: nn.Module) -> dict[str, Any]:
         return {
@@ -124,5 +147,6 @@ class ImageClassificationTask(Task):
             "augment": self.augment,
             "architecture": self.model_name,
             "model_options": dict(self.options),
+            **({"pretrained": True} if self.pretrained else {}),
             "seed": self.seed,
         }

@@ -101,6 +101,13 @@ def build_deeplabv3(encoder: str, encoder_weights: str | None, num_classes: int,
     return NormalizedSegmenter(network)
 
 
+def exported_model(encoder: str, num_classes: int, encoder_depth: int = 5,
+                   output_stride: int = 8) -> nn.Module:
+    """The DeepLabv3 an exported ``model.json`` describes, randomly initialised (no weights
+    fetched): the exported weights are loaded into it."""
+    return build_deeplabv3(encoder, None, num_classes, encoder_depth, output_stride)
+
+
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise MissingDataError(f"task.encoder_weights: file {path} not found")

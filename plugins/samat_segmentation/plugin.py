@@ -16,6 +16,7 @@ def samat_register_tasks(register: Register) -> None:
         " mIoU",
         example={"dataset": "shapes", "crop_size": 32, "max_train": 8, "max_eval": 8},
         environment=("root", "download"),
+        model_builder="samat_segmentation.models:exported_model",
     )
 
 

@@ -134,6 +134,21 @@ class SegmentationTask(Task):
         return build_deeplabv3(self.encoder, self.encoder_weights, self.num_classes,
                                self.encoder_depth, self.output_stride)
 
+    def model_spec(self) -> dict[str, Any]:
+        """Encoder and output size of the DeepLabv3 (rebuilt without pretrained weights: the
+        exported weights replace them), class names and the ImageNet normalisation."""
+        from samat_segmentation.models import IMAGENET_MEAN, IMAGENET_STD
+
+        return {
+            "architecture": {"encoder": self.encoder, "num_classes": self.num_classes,
+                             "encoder_depth": self.encoder_depth,
+                             "output_stride": self.output_stride},
+            "classes": list(self.class_names),
+            "input_shape": [3, None, None],
+            "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+            "output": "per-pixel logits (N, classes, H, W)",
+        }
+
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         """Pixel-wise cross-entropy, mean over pixels not labelled ``ignore_index`` (0 if none)."""
         if not bool((target != self.ignore_index).any()):

@@ -71,3 +71,23 @@ class TextClassifier(nn.Module):
     def forward(self, batch: dict[str, Any]) -> Tensor:
         return self.hf(input_ids=batch["input_ids"],
                        attention_mask=batch["attention_mask"]).logits
+
+    def save_pretrained(self, directory: Path) -> None:
+        """The Hugging Face model (config, ``model.safetensors``) and tokenizer files in
+        ``directory``: ``AutoModelForSequenceClassification.from_pretrained(directory)`` and
+        ``AutoTokenizer.from_pretrained(directory)`` load them."""
+        self.hf.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+
+
+def exported_model(pretrained: Path, max_length: int) -> TextClassifier:
+    """The classifier an exported ``model.json`` describes, from its ``save_pretrained``
+    directory, offline and from safetensors weights only (no pickle)."""
+    import transformers
+
+    if not Path(pretrained).is_dir():
+        raise OSError(f"{pretrained} is not a directory")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(
+        pretrained, local_files_only=True, use_safetensors=True)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(pretrained, local_files_only=True)
+    return TextClassifier(hf, tokenizer, max_length)

@@ -16,6 +16,7 @@ def samat_register_tasks(register: Register) -> None:
         example={"model": "embedded-minilm", "dataset": "demo", "n_train": 16, "n_eval": 8,
                  "max_length": 16, "download": False},  # the text-demo extra's model, offline
         environment=("download",),
+        model_builder="samat_text.model:exported_model",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ class TextClassificationTask(Task):
     metric = "accuracy"
     higher_is_better = True
     input_bounds: Bounds = None
+    model_format = "transformers"
 
     def __init__(
         self,
@@ -114,6 +116,19 @@ class TextClassificationTask(Task):
             texts += x["text"]
             labels += [int(v) for v in y]
         return attack.attack_texts(texts, labels)
+
+    def model_spec(self) -> dict[str, Any]:
+        """The token length inputs are truncated to (the rest is the saved directory's)."""
+        return {"architecture": {"max_length": self.max_length},
+                "input_shape": None,
+                "output": "logits over the labels; input: {'input_ids', 'attention_mask'} of "
+                          "the saved tokenizer"}
+
+    def save_pretrained(self, model: nn.Module, directory: Path) -> None:
+        """The Hugging Face model and its tokenizer (``save_pretrained``, safetensors)."""
+        if not isinstance(model, TextClassifier):
+            raise TypeError(f"expected a TextClassifier, got {type(model).__name__}")
+        model.save_pretrained(directory)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -14,6 +14,7 @@ def samat_register_tasks(register: Register) -> None:
         "samat_toy.task:ToyDualityTask",
         "The paper's section 4 binary model: one robust and n non-robust features, linear model",
         example={"n": 4, "n_train": 64, "n_test": 64, "theory_eps": [0.1]},
+        model_builder="samat_toy.task:SignScoreLinear",
     )
 
 

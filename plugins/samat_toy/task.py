@@ -112,6 +112,12 @@ class ToyDualityTask(Task):
     def build_model(self) -> nn.Module:
         return SignScoreLinear(self.n + 1)
 
+    def model_spec(self) -> dict[str, Any]:
+        """The number of features of the linear model; its score's sign is the label."""
+        return {"architecture": {"n_features": self.n + 1}, "classes": ["-1", "+1"],
+                "input_shape": [self.n + 1],
+                "output": "one score per example; its sign is the predicted label (-1 or +1)"}
+
     def loss(self, output: Tensor, target: Tensor) -> Tensor:
         """Logistic loss ``mean(softplus(-y * score))`` for ``y`` in {-1, +1}."""
         return nn.functional.softplus(-target * output).mean()

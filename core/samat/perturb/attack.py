@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from samat.interfaces import Attack, InputPerturbation, LossFn
+from samat.interfaces import Attack, AttackMismatch, InputPerturbation, LossFn, Probe
 
 
 class ModelAttack(Attack):
@@ -31,6 +31,17 @@ class ModelAttack(Attack):
 
     def describe(self) -> dict[str, Any]:
         return self.perturbation.describe()
+
+    def check(self, probe: Probe) -> None:
+        """Refuse inputs that are not float tensors (token ids, texts): there is no gradient
+        with respect to them to follow."""
+        x = probe.x
+        if not (isinstance(x, Tensor) and x.is_floating_point()):
+            got = (f"{str(x.dtype).removeprefix('torch.')} tensors" if isinstance(x, Tensor)
+                   else type(x).__name__)
+            raise AttackMismatch(f"{self.name} perturbs float input tensors, but the task's "
+                                 f"inputs are {got}",
+                                 fix="choose an attack for this task (samat list attacks)")
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         was_training = self.model.training

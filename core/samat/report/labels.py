@@ -62,6 +62,21 @@ def method_label(config: dict[str, Any]) -> str:
     return " + ".join(parts)
 
 
+def run_label(metrics: dict[str, Any], config: dict[str, Any]) -> str:
+    """A row's label: :func:`method_label`, or for a model evaluated by ``samat eval`` its
+    ``--label``, else the method of the run it came from marked ``(samat eval)``, else its
+    source (``timm:resnet18``, a weights file)."""
+    evaluated = metrics.get("evaluated")
+    if not isinstance(evaluated, dict):
+        return method_label(config)
+    if evaluated.get("label"):
+        return str(evaluated["label"])
+    if evaluated.get("kind") == "run":
+        return f"{method_label(config)} (samat eval)"
+    source = str(evaluated.get("source"))
+    return f"{source} (pretrained)" if (config.get("task") or {}).get("pretrained") else source
+
+
 def _registered_label(registry: Registry, name: Any, default: str = "{}") -> str:
     """The ``label`` registered for perturbation ``name``, else ``default`` filled with the
     name in capitals (``"{}-AT"`` for input perturbations: training on them is AT)."""

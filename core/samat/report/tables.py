@@ -12,7 +12,7 @@ from typing import Any
 from samat.errors import SamatError
 from samat.plugins import registries
 from samat.recipe import flatten
-from samat.report.labels import kind_rank, method_label, metric_title, natural_key, short
+from samat.report.labels import kind_rank, metric_title, natural_key, run_label, short
 from samat.report.runs import Run
 
 # Config keys that do not define a method (bookkeeping); the seed and the task's environment
@@ -85,8 +85,11 @@ class Table:
 def identity(run: Run) -> dict[str, Any]:
     """The flattened config keys that define ``run``'s method and task."""
     flat = flatten({**run.config, "task": run.task})
-    return {k: v for k, v in flat.items()
+    kept = {k: v for k, v in flat.items()
             if not any(k == i or k.startswith(i + ".") for i in IGNORED_KEYS)}
+    if isinstance(run.metrics.get("evaluated"), dict):  # samat eval: a row of its own
+        kept["evaluated"] = run_label(run.metrics, run.config)
+    return kept
 
 
 def _task_title(task: dict[str, Any]) -> str:
@@ -152,7 +155,7 @@ def _build_table(
         groups.setdefault(json.dumps(identity(run), sort_keys=True, default=str), []).append(run)
     rows = []
     for members in groups.values():
-        row = Row(method_label(members[0].config), members)
+        row = Row(run_label(members[0].metrics, members[0].config), members)
         for run in members:
             if run.diverged:
                 continue

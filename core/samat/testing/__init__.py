@@ -12,17 +12,21 @@ torchrun workers)::
     with fixture_plugin():
         samat.run("r.yaml", recipe=recipe_from_dict({"task": {"name": "fixture"}, ...}))
 
-:func:`check_task`, :func:`check_input_perturbation`, :func:`check_attack` and
-:func:`check_weight_perturbation` raise ``AssertionError`` where an object breaks the contract
-of :mod:`samat.interfaces` (samat's tests/test_contracts.py runs them on every registered
-entry)::
+:func:`check_task`, :func:`check_model_export`, :func:`check_input_perturbation`,
+:func:`check_attack`, :func:`check_attack_refuses` and :func:`check_weight_perturbation` raise
+``AssertionError`` where an object breaks the contract of :mod:`samat.interfaces` (samat's
+tests/test_contracts.py runs them on every registered entry)::
 
     check_attack(create_attack("my_attack", model, task=task), model, task)
+    check_attack_refuses(create_attack("my_attack", model, task=task, n_classes=11), model,
+                         task, "n_classes")
 """
 
 from samat.testing.contracts import (
     check_attack,
+    check_attack_refuses,
     check_input_perturbation,
+    check_model_export,
     check_task,
     check_weight_perturbation,
     model_state,
@@ -41,5 +45,6 @@ from samat.testing.fixture import (
 )
 
 __all__ = ["EXAMPLE", "PLUGIN_NAME", "TASK_NAME", "FixtureNet", "FixturePlugin", "FixtureTask",
-           "check_attack", "check_input_perturbation", "check_task", "check_weight_perturbation",
-           "fixture_env", "fixture_plugin", "model_state", "sample_batch", "registered"]
+           "check_attack", "check_attack_refuses", "check_input_perturbation",
+           "check_model_export", "check_task", "check_weight_perturbation", "fixture_env",
+           "fixture_plugin", "model_state", "sample_batch", "registered"]

@@ -8,6 +8,7 @@ import copy
 import json
 import math
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from torch.utils.data import default_collate
 
 from samat.interfaces import (
     Attack,
+    AttackMismatch,
     InputPerturbation,
     NonFiniteStep,
     StepResult,
@@ -23,6 +25,7 @@ from samat.interfaces import (
     TextAttack,
     WeightPerturbation,
 )
+from samat.probe import make_probe
 
 
 def _expect(condition: bool, message: str) -> None:
@@ -237,9 +240,11 @@ def check_attack(attack: Attack, model: nn.Module, task: Task, batch_size: int =
     the model's predictions (attacks skip misclassified examples). A
     :class:`TextAttack` is called once (train mode) with ``attack_texts`` on the evaluation
     set's first ``(text, label)`` items instead, and must return a dict holding
-    ``task.metric``."""
+    ``task.metric``. First of all :meth:`Attack.check` must accept the model (the attack was
+    built for it), leaving it untouched."""
     what = f"attack {type(attack).__name__}"
     described = _check_described(attack.describe(), what)
+    _check_checks(attack, model, task, what, refuse=None)
     text = isinstance(attack, TextAttack)
     for mode in ("train",) if text else ("train", "eval", "mixed"):
         modes = _set_modes(model, mode)
@@ -263,6 +268,51 @@ def check_attack(attack: Attack, model: nn.Module, task: Task, batch_size: int =
         changed = _changed(model, before)
         _expect(not changed, f"{what} changed the model's weights or BatchNorm statistics "
                 f"{changed}")
+
+
+def _check_checks(attack: Attack, model: nn.Module, task: Task, what: str,
+                  refuse: str | None) -> AttackMismatch | None:
+    """``attack.check`` on a probe of ``model`` in mixed mode: it accepts (``refuse`` None) or
+    raises :class:`AttackMismatch` naming the key ``refuse`` (``""``: any or none), and leaves
+    every module's mode, the weights and BatchNorm statistics as they were, with no
+    ``.grad``."""
+    modes = _set_modes(model, "mixed")
+    before = model_state(model)
+    probe = make_probe(task, model)
+    _expect(probe is not None, f"{what}: the task's evaluation set is empty")
+    raised = None
+    try:
+        attack.check(probe)
+    except AttackMismatch as error:
+        raised = error
+    if refuse is None:
+        _expect(raised is None, f"{what}.check() refuses the model it was built for: {raised}")
+    else:
+        _expect(raised is not None, f"{what}.check() accepts a model it cannot attack")
+        _expect(refuse == "" or raised.key == refuse,
+                f"{what}.check() names key {raised.key!r}, not {refuse!r}: {raised}")
+        _expect(bool(str(raised.problem)) and bool(raised.fix),
+                f"{what}.check() must say what does not fit and what would fix it: "
+                f"problem {raised.problem!r}, fix {raised.fix!r}")
+    _expect([module.training for module in model.modules()] == modes,
+            f"{what}.check() did not restore the train/eval mode of every module")
+    _no_grads(model, f"{what}.check()")
+    changed = _changed(model, before)
+    _expect(not changed, f"{what}.check() changed the model's weights or BatchNorm statistics "
+            f"{changed}")
+    return raised
+
+
+def check_attack_refuses(attack: Attack, model: nn.Module, task: Task, key: str = ""
+                         ) -> AttackMismatch:
+    """Raise ``AssertionError`` unless :meth:`Attack.check` refuses ``model`` (which ``task``
+    built and ``attack`` is bound to, with a parameter that does not fit it) with an
+    :class:`AttackMismatch` naming ``key`` (``""``: whatever key) and a fix, leaving the model
+    untouched; the mismatch."""
+    what = f"attack {type(attack).__name__}"
+    raised = _check_checks(attack, model, task, what, refuse=key)
+    assert raised is not None
+    return raised
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -352,3 +402,34 @@ def check_weight_perturbation(make: Callable[[Iterator[nn.Parameter]], WeightPer
                 f"{weights_changed}")
         _expect(_same(w.optimizer.state_dict(), saved), f"{what}: a NaN loss at call {nan_at} "
                 "changed the optimizer state")
+
+
+def check_model_export(task: Task, name: str, directory: Path, batch_size: int = 4) -> None:
+    """Raise ``AssertionError`` unless a model of ``task`` (registered as ``name``) with
+    changed weights, exported into the empty ``directory`` as a run exports it, loads back
+    with :func:`samat.load_model` (the task's ``model_builder``, no data) as a model whose
+    eval-mode outputs equal the original's bit for bit. A task whose ``model_spec()`` is None
+    exports nothing and passes."""
+    from samat.export import export_model, load_model
+
+    model = task.build_model()
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.is_floating_point():  # positive factors: BatchNorm variances stay valid
+                tensor.mul_(1 + 0.1 * torch.rand(tensor.shape, generator=generator))
+    spec = export_model(task, name, model, directory)
+    if spec is None:
+        _expect(task.model_spec() is None, "model_spec() is set but nothing was exported")
+        _expect(not any(directory.iterdir()), "a task without model_spec() exported files")
+        return
+    loaded = load_model(directory)
+    _expect(type(loaded) is type(model), f"load_model gave a {type(loaded).__name__}, the task "
+            f"builds a {type(model).__name__}")
+    _expect(not loaded.training, "load_model returned a model in train mode")
+    x, _ = sample_batch(task, "eval", batch_size)
+    model.eval()
+    with torch.no_grad():
+        _expect(_same(loaded(x), model(x)),
+                "the loaded model's outputs differ from the exported model's: model_spec() or "
+                "the model_builder does not rebuild the same model")

@@ -116,6 +116,12 @@ class FixtureTask(Task):
             torch.manual_seed(4 * self.seed + 3)
             return FixtureNet(self.n_features, self.hidden, self.n_classes, self.batchnorm)
 
+    def model_spec(self) -> dict[str, Any]:
+        """A :class:`FixtureNet`'s size, and the shape of one input."""
+        return {"architecture": {"n_inputs": self.n_features, "hidden": self.hidden,
+                                 "n_classes": self.n_classes, "batchnorm": self.batchnorm},
+                "input_shape": list(self.shape), "output": "logits over the classes"}
+
     def describe(self) -> dict[str, Any]:
         return {"distribution": "Gaussian blobs clamped to [0, 1]", "n_train": self.n_train,
                 "n_test": self.n_test, "input_shape": list(self.shape),
@@ -130,7 +136,7 @@ class FixturePlugin:
     def samat_register_tasks(self, register: Register) -> None:
         register(TASK_NAME, FixtureTask,
                  "Gaussian blobs in [0, 1], MLP with BatchNorm (samat.testing; tests only)",
-                 example=EXAMPLE)
+                 example=EXAMPLE, model_builder=FixtureNet)
 
 
 @contextmanager

@@ -19,10 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from samat import Attack, check_number, frozen_bn_stats
+from samat import Attack, AttackMismatch, Probe, check_number, frozen_bn_stats
 
 TORCHATTACKS_NORMS = {"linf": "Linf", "l2": "L2"}
 """samat's norm names -> torchattacks' spelling."""
+CHOOSE_ANOTHER = "choose an attack for this task (samat list attacks), e.g. pgd or fgsm"
+"""The fix of an image attack on a task whose inputs or outputs it cannot attack."""
 
 
 def library_version(package: str) -> str:
@@ -51,6 +53,42 @@ def check_images(x: Tensor, y: Tensor) -> None:
         raise ValueError(f"labels must have shape ({x.shape[0]},), got {tuple(y.shape)}")
     if x.numel() and (x.min() < 0 or x.max() > 1):
         raise ValueError("images must lie in [0, 1] (normalisation belongs inside the model)")
+
+
+def shown(value: object) -> str:
+    """``value`` described in a message: a tensor's dtype and shape, else its type."""
+    if isinstance(value, Tensor):
+        return f"{str(value.dtype).removeprefix('torch.')} of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def check_fit(probe: Probe, name: str, n_classes: int | None = None, min_classes: int = 2,
+              why: str = "") -> int:
+    """The model's number of classes; :class:`AttackMismatch` unless ``probe`` shows float
+    ``(N, C, H, W)`` images in [0, 1] (declared by the task's ``input_bounds``), ``(N, classes)``
+    logits with at least ``min_classes`` classes (``why``: the reason, in parentheses) and, if
+    given, ``n_classes`` of them."""
+    x = probe.x
+    if not (isinstance(x, Tensor) and x.ndim == 4 and x.is_floating_point()):
+        raise AttackMismatch(f"{name} attacks float (N, C, H, W) images, but the task's "
+                             f"inputs are {shown(x)}", fix=CHOOSE_ANOTHER)
+    bounds = probe.bounds
+    if bounds is None or bounds[0] < 0 or bounds[1] > 1:
+        raise AttackMismatch(f"{name} attacks images in [0, 1], but the task's input_bounds "
+                             f"are {None if bounds is None else list(bounds)}",
+                             fix=CHOOSE_ANOTHER)
+    out = probe.output
+    if not (isinstance(out, Tensor) and out.ndim == 2):
+        raise AttackMismatch(f"{name} attacks classifiers with (N, classes) logits, but the "
+                             f"model outputs {shown(out)}", fix=CHOOSE_ANOTHER)
+    classes = int(out.shape[1])
+    if classes < min_classes:
+        raise AttackMismatch(f"{name} needs a model with at least {min_classes} outputs{why}, "
+                             f"but this one has {classes}", fix=CHOOSE_ANOTHER)
+    if n_classes is not None and n_classes != classes:
+        raise AttackMismatch(f"{n_classes}, but the model has {classes} outputs",
+                             key="n_classes", fix=f"set n_classes: {classes}")
+    return classes
 
 
 def check_n_classes(logits: Tensor, n_classes: int) -> None:
@@ -146,6 +184,9 @@ class TorchattacksAttack(Attack):
             "library": "torchattacks",
             "library_version": library_version("torchattacks"),
         }
+
+    def check(self, probe: Probe) -> None:
+        check_fit(probe, self.name, self.n_classes)
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         check_images(x, y)

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from torch import nn
 
-from samat import LossFn, check_choice, check_int, check_number
+from samat import AttackMismatch, LossFn, Probe, check_choice, check_int, check_number
 from samat_image.attacks._base import (
     TORCHATTACKS_NORMS,
     TorchattacksAttack,
     TorchattacksSpec,
     check_eps,
+    check_fit,
 )
+
+DLR_CLASSES = 3
+"""The DLR loss divides by the gap between the first and third largest logits."""
+
+
+class APGDAttack(TorchattacksAttack):
+    """torchattacks' APGD, refused on models with fewer than 3 classes under the DLR loss."""
+
+    def check(self, probe: Probe) -> None:
+        classes = check_fit(probe, self.name)
+        if self.record["loss"] == "dlr" and classes < DLR_CLASSES:
+            raise AttackMismatch(f"dlr, but the DLR loss needs at least {DLR_CLASSES} classes "
+                                 f"and the model has {classes}", key="loss", fix="set loss: ce")
 
 
 def apgd(
@@ -24,7 +38,7 @@ def apgd(
     loss: str = "ce",
     rho: float = 0.75,
     seed: int = 0,
-) -> TorchattacksAttack:
+) -> APGDAttack:
     """APGD-CE (``loss="ce"``) or APGD-DLR (``loss="dlr"``) in the ℓ∞ or ℓ2 ``eps`` ball.
 
     Defaults are the reference AutoAttack's APGD (100 steps, rho 0.75; 1 restart as in its
@@ -43,4 +57,4 @@ def apgd(
     })
     record = {"norm": norm, "eps": float(eps), "steps": steps, "restarts": restarts,
               "loss": loss, "rho": float(rho), "seed": seed}
-    return TorchattacksAttack(model, "apgd", component, record, seed=seed)
+    return APGDAttack(model, "apgd", component, record, seed=seed)

@@ -21,18 +21,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from samat import Attack, LossFn, check_choice, check_int
+from samat import Attack, LossFn, Probe, check_choice, check_int
 from samat_image.attacks._base import (
     TORCHATTACKS_NORMS,
     TorchattacksSpec,
     attacking,
     check_eps,
+    check_fit,
     check_images,
     check_n_classes,
     library_version,
 )
 
 VERSIONS = ("standard", "cheap")
+MIN_CLASSES = 4
+"""APGD-T's targeted DLR loss reads the four largest logits."""
 CHEAP_STEPS = 20
 CHEAP_TARGETS = 3
 
@@ -96,6 +99,9 @@ class AutoAttack(Attack):
             "library_version": library_version("torchattacks"),
         }
 
+    def check(self, probe: Probe) -> None:
+        check_fit(probe, self.name, self.n_classes, MIN_CLASSES, " (APGD-T's targeted DLR loss)")
+
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         check_images(x, y)
         x, y = x.detach(), y.detach()
@@ -138,6 +144,6 @@ def autoattack(
     norm = check_choice("norm", norm, TORCHATTACKS_NORMS)
     eps = check_eps(norm, eps)
     version = check_choice("version", version, VERSIONS)
-    n_classes = check_int("n_classes", n_classes, minimum=4)
+    n_classes = check_int("n_classes", n_classes, minimum=MIN_CLASSES)
     seed = check_int("seed", seed, minimum=0)
     return AutoAttack(model, norm, float(eps), version, n_classes, seed)

@@ -13,8 +13,13 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from samat import LossFn, check_choice, check_int
-from samat_image.attacks._base import TorchattacksAttack, TorchattacksSpec
+from samat import AttackMismatch, LossFn, Probe, check_choice, check_int
+from samat_image.attacks._base import (
+    CHOOSE_ANOTHER,
+    TorchattacksAttack,
+    TorchattacksSpec,
+    check_fit,
+)
 
 PIXEL_MAPPINGS = ("random", "similarity", "similarity_random", "distance", "distance_random")
 
@@ -37,6 +42,13 @@ def _check_dimensions(name: str, value: int | float | Sequence[int | float]) -> 
 
 class PixleAttack(TorchattacksAttack):
     """torchattacks' Pixle, refused on non-square images (its pixel mapping swaps x and y)."""
+
+    def check(self, probe: Probe) -> None:
+        check_fit(probe, self.name)
+        height, width = probe.x.shape[-2:]
+        if height != width:
+            raise AttackMismatch(f"pixle needs square images, but the task's are {height}x"
+                                 f"{width}", fix=CHOOSE_ANOTHER)
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         if x.ndim == 4 and x.shape[-1] != x.shape[-2]:

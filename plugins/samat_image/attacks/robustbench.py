@@ -1,4 +1,9 @@
-"""A RobustBench-shaped record (the fields of its model-info JSON) for an AutoAttack result."""
+"""A RobustBench model-info record (``model_info/<dataset>/<threat_model>/<name>.json`` in the
+RobustBench repository: same field names, same types) for a standard AutoAttack result.
+
+What RobustBench has no field for (the threat model, which RobustBench encodes in the path; how
+many examples were evaluated; the attack as run) is under the one extra key ``"samat"``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from fractions import Fraction
 from typing import Any
 
 THREAT_MODELS = {"linf": "Linf", "l2": "L2"}
+SAMAT_KEY = "samat"
 
 
 def robustbench_eps(eps: float) -> str:
@@ -18,13 +24,20 @@ def robustbench_eps(eps: float) -> str:
 
 def robustbench_record(
     metrics_attack_entry: dict[str, Any],
+    *,
     natural_acc: float,
     dataset: str,
     architecture: str,
     name: str,
-) -> dict[str, str]:
-    """Record for one ``metrics.json`` attack entry (``{"attack": describe(), "accuracy": ...}``)
-    of the standard ``autoattack``; ``natural_acc`` is the clean accuracy in percent.
+    n_test: int,
+) -> dict[str, Any]:
+    """Record for one ``metrics.json`` attack entry (``{"attack": describe(), "accuracy": ...,
+    "n_examples": ...}``) of the standard ``autoattack``.
+
+    ``natural_acc``: clean accuracy in percent on the same examples; ``architecture``: the exact
+    architecture with its width (:func:`samat_image.models.architecture_label`); ``n_test``:
+    the size of the test split the examples were taken from. Fields samat cannot know (link,
+    authors, venue, the paper's reported number) are empty strings, to be filled in by hand.
 
     ``ValueError`` if the entry is not a standard AutoAttack result (RobustBench accepts no other).
     """
@@ -35,12 +48,30 @@ def robustbench_record(
         raise ValueError(
             f"RobustBench records need version 'standard', got {attack.get('version')!r}"
         )
+    n_examples = int(metrics_attack_entry["n_examples"])
+    subset = (f"the first {n_examples} of the {n_test} test examples, not the full test set"
+              if n_examples < n_test else f"all {n_test} test examples")
     return {
+        "link": "",
+        "name": name,
+        "authors": "",
+        "additional_data": False,
+        "number_forward_passes": 1,
         "dataset": dataset,
-        "threat_model": THREAT_MODELS[attack["norm"]],
+        "venue": "",
+        "architecture": architecture,
         "eps": robustbench_eps(float(attack["eps"])),
         "clean_acc": f"{float(natural_acc):.2f}",
+        "reported": "",
         "autoattack_acc": f"{float(metrics_attack_entry['accuracy']):.2f}",
-        "architecture": architecture,
-        "name": name,
+        "footnote": f"Evaluated by samat with standard AutoAttack on {subset}.",
+        SAMAT_KEY: {
+            "threat_model": THREAT_MODELS[attack["norm"]],
+            "n_examples": n_examples,
+            "n_test": n_test,
+            "full_test_set": n_examples >= n_test,
+            "attack": {key: attack[key] for key in (
+                "name", "version", "norm", "eps", "n_classes", "seed", "library",
+                "library_version") if key in attack},
+        },
     }

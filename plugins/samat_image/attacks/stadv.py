@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from samat import Attack, LossFn, check_int, check_number
-from samat_image.attacks._base import attacking, check_images
+from samat import Attack, AttackMismatch, LossFn, Probe, check_int, check_number
+from samat_image.attacks._base import CHOOSE_ANOTHER, attacking, check_fit, check_images
 
 SMOOTHNESS_EPS = 1e-8
 """The ``ε`` inside the square root of ``L_flow`` (keeps its gradient finite at zero)."""
@@ -90,6 +90,13 @@ class StAdv(Attack):
             "padding": "border",
             "library": "samat",
         }
+
+    def check(self, probe: Probe) -> None:
+        check_fit(probe, self.name)
+        if min(probe.x.shape[-2:]) < 2:
+            raise AttackMismatch(f"stadv needs images of at least 2x2 pixels, but the task's "
+                                 f"are {probe.x.shape[-2]}x{probe.x.shape[-1]}",
+                                 fix=CHOOSE_ANOTHER)
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
         check_images(x, y)

@@ -16,4 +16,5 @@ def samat_register_tasks(register: Register) -> None:
         "samat_example.task:BlobsTask",
         "Example plugin: seeded Gaussian blobs in [0,1]^d, k classes, small MLP",
         example={"n_train": 64, "n_test": 32},  # small and fast: samat's contract tests use it
+        model_builder="samat_example.task:mlp",  # rebuilds exported models (samat.load_model)
     )

@@ -12,6 +12,18 @@ from torch.utils.data import TensorDataset
 from samat import Task
 
 
+def mlp(n_features: int, hidden: int, n_classes: int) -> nn.Module:
+    """The task's model: two hidden ReLU layers of ``hidden`` units (also the plugin's
+    ``model_builder``: ``samat.load_model`` rebuilds exported models with it)."""
+    return nn.Sequential(
+        nn.Linear(n_features, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, n_classes),
+    )
+
+
 class BlobsTask(Task):
     """``n_classes`` Gaussian blobs (std ``cluster_std``) in ``n_features`` dimensions.
 
@@ -71,13 +83,13 @@ class BlobsTask(Task):
         return self._sample(1, self.n_test)
 
     def build_model(self) -> nn.Module:
-        return nn.Sequential(
-            nn.Linear(self.n_features, self.hidden),
-            nn.ReLU(),
-            nn.Linear(self.hidden, self.hidden),
-            nn.ReLU(),
-            nn.Linear(self.hidden, self.n_classes),
-        )
+        return mlp(self.n_features, self.hidden, self.n_classes)
+
+    def model_spec(self) -> dict[str, Any]:
+        """What :func:`mlp` needs to build the model again: every run exports it."""
+        return {"architecture": {"n_features": self.n_features, "hidden": self.hidden,
+                                 "n_classes": self.n_classes},
+                "input_shape": [self.n_features], "output": "logits over the classes"}
 
     def describe(self) -> dict[str, Any]:
         return {
