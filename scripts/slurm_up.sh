@@ -133,13 +133,17 @@ CONF
 # ---- slurmctld + slurmd (foreground -D, detached with setsid) ------------------------------
 # -c: start from a clean queue (jobs of an earlier bring-up would otherwise be restored)
 setsid slurmctld -D -c -f "$CONF" > "$DIR/log/slurmctld.stdout" 2>&1 < /dev/null &
-echo $! > "$DIR/run/slurmctld.bgpid"
-wait_for 15 scontrol ping >/dev/null 2>&1 \
-  || fail "slurmctld does not answer after 15 s: $(tail -1 "$DIR/log/slurmctld.log" 2>/dev/null)"
+CTLD=$!
+echo $CTLD > "$DIR/run/slurmctld.bgpid"
+# ours must answer: a controller left running by someone else may hold the port (ours then dies)
+ours_answers() { kill -0 "$CTLD" 2>/dev/null && scontrol ping >/dev/null 2>&1; }
+wait_for 15 ours_answers && sleep 0.5 && kill -0 "$CTLD" 2>/dev/null \
+  || fail "slurmctld did not start or does not answer after 15 s: $(tail -1 "$DIR/log/slurmctld.log" 2>/dev/null) (another slurmctld on port $CTLD_PORT? stop it, or set SAMAT_SLURM_CTLD_PORT)"
 say "slurmctld ok"
 setsid slurmd -D -f "$CONF" > "$DIR/log/slurmd.stdout" 2>&1 < /dev/null &
-echo $! > "$DIR/run/slurmd.bgpid"
-idle() { [ "$(sinfo -h -o %T 2>/dev/null)" = idle ]; }
+SLURMD=$!
+echo $SLURMD > "$DIR/run/slurmd.bgpid"
+idle() { kill -0 "$SLURMD" 2>/dev/null && [ "$(sinfo -h -o %T 2>/dev/null)" = idle ]; }
 wait_for 20 idle \
   || fail "node not idle after 20 s (state: $(sinfo -h -o %T 2>&1 | head -1)): $(tail -1 "$DIR/log/slurmd.log" 2>/dev/null)"
 say "slurmd ok: $(sinfo -h -o 'partition %P, %D node (%N), %c CPUs, %T')"
