@@ -136,10 +136,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     rest = list(args.rest)
     recipe = rest.pop(0) if rest and "=" not in rest[0] else None
     with _log_to_stderr(), _graceful_stops():
-        out, metrics = run_eval(args.source, recipe, rest, resume=args.resume,
-                                output=args.output, label=args.label)
+        _, metrics = run_eval(args.source, recipe, rest, resume=args.resume,
+                              output=args.output, label=args.label)
     print(results_table(metrics))
-    print(f"eval directory: {out}")
     return 0
 
 

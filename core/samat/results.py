@@ -233,5 +233,6 @@ def results_table(metrics: dict[str, Any]) -> str:
     for name, recs in records.items():
         headers = list(recs[0])
         parts += [f"\n{name}:", format_table(headers, [[r.get(h) for h in headers] for r in recs])]
-    parts.append(f"run directory: {metrics['run_dir']}")
+    kind = "eval directory" if metrics.get("evaluated") else "run directory"
+    parts.append(f"{kind}: {metrics['run_dir']}")
     return "\n".join(parts)
