@@ -14,3 +14,20 @@ def without_wall_clock(data: object) -> object:
     if isinstance(data, list):
         return [without_wall_clock(v) for v in data]
     return data
+
+
+def kill_on_attack_call(n: int) -> str:
+    """Python to run before ``samat.cli.main`` in a subprocess: the process SIGKILLs itself
+    on the ``n``-th call of any attack (``ModelAttack.__call__``, one call per batch)."""
+    return f"""
+import os, signal
+from samat.perturb import ModelAttack
+original = ModelAttack.__call__
+count = [0]
+def attack(self, x, y):
+    count[0] += 1
+    if count[0] == {n}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, x, y)
+ModelAttack.__call__ = attack
+"""

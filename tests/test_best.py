@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from run_fixtures import kill_on_attack_call, without_wall_clock
 
 from samat import run as run_module
 from samat.best import select
@@ -42,7 +43,6 @@ RECIPE = {
     "eval": {"batch_size": 128, "attacks": [{"name": "fgsm", "eps": 0.1}]},
 }
 STEPS_PER_EPOCH = 4
-WALL_CLOCK = {"train_time_s", "mean_step_time_s", "finished_at", "seconds", "run_dir"}
 
 
 def write_recipe(tmp_path: Path) -> Path:
@@ -67,14 +67,6 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
 
 def history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
-
-
-def without_wall_clock(data: object) -> object:
-    if isinstance(data, dict):
-        return {k: without_wall_clock(v) for k, v in data.items() if k not in WALL_CLOCK}
-    if isinstance(data, list):
-        return [without_wall_clock(v) for v in data]
-    return data
 
 
 def outcome(run_dir: Path) -> tuple[object, ...]:
@@ -211,18 +203,7 @@ t.write_atomic = write
 """
 
 # A process that SIGKILLs itself inside the third periodic evaluation's attack.
-KILL_IN_PERIODIC_EVALUATION = """
-import os, signal
-from samat.perturb import ModelAttack
-original = ModelAttack.__call__
-count = [0]
-def attack(self, x, y):
-    count[0] += 1
-    if count[0] == 3:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, x, y)
-ModelAttack.__call__ = attack
-"""
+KILL_IN_PERIODIC_EVALUATION = kill_on_attack_call(3)
 
 # A process that SIGKILLs itself at the mid-epoch checkpoint of step 15 (epoch 4).
 KILL_MID_EPOCH = """

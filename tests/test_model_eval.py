@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 from image_fixtures import make_cifar10
-from run_fixtures import without_wall_clock
+from run_fixtures import kill_on_attack_call, without_wall_clock
 
 from samat import testing
 from samat.errors import SamatError
@@ -156,18 +156,7 @@ def test_an_eval_recipe_over_a_run_may_not_retrain(trained: Path, tmp_path: Path
         run_eval(str(trained), str(other), output=str(tmp_path / "eval"))
 
 
-KILL_ON_SECOND_BATCH = """
-import os, signal
-from samat.perturb import ModelAttack
-original = ModelAttack.__call__
-count = [0]
-def attack(self, x, y):
-    count[0] += 1
-    if count[0] == 4:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, x, y)
-ModelAttack.__call__ = attack
-"""
+KILL_ON_SECOND_BATCH = kill_on_attack_call(4)
 
 
 def _eval(args: list[str], env: dict[str, str], script: str = "") -> subprocess.Popen:

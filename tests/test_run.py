@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import one_thread
-from run_fixtures import without_wall_clock
+from run_fixtures import kill_on_attack_call, without_wall_clock
 
 from samat import run as run_module
 from samat import testing
@@ -113,18 +113,7 @@ torch.save = save
 
 # A process that SIGKILLs itself on the second batch of the evaluation's first attack (its
 # first batch is kept in eval_state/: the resumed evaluation goes on from the second).
-KILL_IN_EVALUATION = """
-import os, signal
-from samat.perturb import ModelAttack
-original = ModelAttack.__call__
-count = [0]
-def attack(self, x, y):
-    count[0] += 1
-    if count[0] == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return original(self, x, y)
-ModelAttack.__call__ = attack
-"""
+KILL_IN_EVALUATION = kill_on_attack_call(2)
 
 
 # A process that SIGKILLs itself half-way through writing the exported model.

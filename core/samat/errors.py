@@ -26,3 +26,10 @@ class UnknownNameError(SamatError, KeyError):
 
 class MissingDataError(SamatError):
     """Data, weights or another resource that is not where the recipe says."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its class name if it has none), for one-line
+    errors that quote a library's exception."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__

@@ -32,7 +32,7 @@ from torch import nn
 
 from samat import results
 from samat.best import load_weights as best_weights
-from samat.errors import SamatError
+from samat.errors import SamatError, first_line
 from samat.evaluation import evaluate, weights_fingerprint
 from samat.locking import RunLock, acquire_unless_alive
 from samat.plugins import call_result_hooks
@@ -174,7 +174,7 @@ def _load_run(run_dir: Path, c: Components, recipe: Recipe) -> dict[str, Any]:
         raise SamatError(f"SOURCE {run_dir}: {path} is missing (the run stopped before its "
                          "first checkpoint); nothing to evaluate") from None
     except Exception as exc:  # noqa: BLE001 — torch raises many kinds for torn files
-        raise SamatError(f"SOURCE {run_dir}: {path} is unreadable ({_first_line(exc)})"
+        raise SamatError(f"SOURCE {run_dir}: {path} is unreadable ({first_line(exc)})"
                          ) from None
     if not isinstance(state, dict) or "model" not in state:
         raise SamatError(f"SOURCE {run_dir}: {path} is not a samat checkpoint")
@@ -208,7 +208,7 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
         raise SamatError("a .safetensors source needs the safetensors package: pip install "
                          "safetensors") from None
     except Exception as exc:  # noqa: BLE001 — torn, foreign or pickled-code files
-        raise SamatError(f"SOURCE {path}: not a readable weights file ({_first_line(exc)}); "
+        raise SamatError(f"SOURCE {path}: not a readable weights file ({first_line(exc)}); "
                          "give a safetensors file or a state dict saved with torch.save"
                          ) from None
     for key in ("model", "state_dict"):
@@ -229,7 +229,7 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
                 target.load_state_dict(state)
             except RuntimeError as exc:
                 raise SamatError(f"SOURCE {path}: the weights do not fit the recipe's model "
-                                 f"({_first_line(exc)})") from None
+                                 f"({first_line(exc)})") from None
             return
     ours, theirs = set(model.state_dict()), set(state)
     missing, unexpected = sorted(ours - theirs), sorted(theirs - ours)
@@ -331,7 +331,3 @@ def _open(recipe: Recipe, source: Source, output: str | None, resume: bool
         results.write_config(out, recipe.as_dict())
     return out, lock
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -48,7 +48,7 @@ from types import FrameType
 from typing import Any
 
 from samat import results
-from samat.errors import SamatError
+from samat.errors import SamatError, first_line
 from samat.lifeline import PARENT_ENV
 from samat.locking import INHERIT_ENV
 from samat.sweep.grid import read_record, write_record
@@ -203,7 +203,7 @@ class RayLauncher(Launcher):
         except (ConnectionError, RuntimeError, ValueError, TimeoutError,
                 ray.exceptions.RayError) as exc:
             raise SamatError(f"sweep.launcher.address: cannot {'start' if where.local else 'reach'}"
-                             f" {where.shown}: {_first_line(exc)}") from None
+                             f" {where.shown}: {first_line(exc)}") from None
         finally:
             if saved is None:
                 os.environ.pop(LOOPBACK_ENV, None)
@@ -333,10 +333,10 @@ class RayLauncher(Launcher):
             return None
         except rex.RayTaskError as exc:  # the task raised; run_point recorded it if it ran
             cause = getattr(exc, "cause", None) or exc
-            return self._fail(index, task_id, f"{type(cause).__name__}: {_first_line(cause)}")
+            return self._fail(index, task_id, f"{type(cause).__name__}: {first_line(cause)}")
         except rex.RuntimeEnvSetupError as exc:
             return self._fail(index, task_id, "Ray could not set up the task's runtime_env: "
-                              f"{_first_line(exc)}")
+                              f"{first_line(exc)}")
         except rex.RayError as exc:  # lost with its worker or node beyond its retries
             retries = self.options.max_retries
             return self._fail(index, task_id, (
@@ -472,10 +472,6 @@ def _task_id(ref: Any) -> str:
     except Exception:  # noqa: BLE001
         return ""
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 # -- the driver's signals ----------------------------------------------------------------------
