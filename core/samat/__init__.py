@@ -22,6 +22,7 @@ _EXPORTS = {
     "Accuracy": "samat.interfaces",
     "Attack": "samat.interfaces",
     "AttackMismatch": "samat.interfaces",
+    "Measure": "samat.interfaces",
     "Probe": "samat.interfaces",
     "TextAttack": "samat.interfaces",
     "InputPerturbation": "samat.interfaces",

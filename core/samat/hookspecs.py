@@ -26,6 +26,7 @@ hook                          factory call
                               **params)`` -> :class:`samat.InputPerturbation`
 ``samat_register_weight_...`` ``factory(model_params, base_optimizer_cls, base_kwargs,
                               task=task, **params)`` -> :class:`samat.WeightPerturbation`
+``samat_register_measures``   ``factory(**params, seed=<run seed>)`` -> :class:`samat.Measure`
 ============================  ===============================================================
 
 A task's ``model_builder`` (``register(..., model_builder=...)``) is called as
@@ -108,6 +109,14 @@ def samat_register_weight_perturbations(register: Register) -> None:
 def samat_register_input_perturbations(register: Register) -> None:
     """Register training-time input perturbations (identity, PGD, ...); the factory returns a
     :class:`samat.InputPerturbation`."""
+
+
+@hookspec
+def samat_register_measures(register: Register) -> None:
+    """Register measures of a trained model (weight-space sharpness, Hessian spectrum, input
+    gradient norm, ...); the factory returns a :class:`samat.Measure`. They run after training
+    (``eval.measures``) and after ``samat eval``; their values go into ``metrics.json`` under
+    ``measures`` and into ``samat report`` as columns."""
 
 
 @hookspec

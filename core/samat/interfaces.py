@@ -166,6 +166,36 @@ class TextAttack(Attack):
                         "attack_texts(texts, labels)")
 
 
+class Measure(ABC):
+    """A property of a trained model measured on a fixed set of evaluation batches (weight-space
+    sharpness, the loss Hessian's spectrum, the input-gradient norm), registered through
+    ``samat_register_measures`` and run after training by ``samat run`` and by ``samat eval``.
+
+    samat builds the batches — the first :attr:`n_examples` evaluation examples in batches of
+    :attr:`batch_size` (``None``: ``eval.batch_size``), on the model's device — and calls
+    :meth:`measure` with the model in eval mode (BatchNorm uses its running statistics, dropout
+    is off).
+    """
+
+    name: str = "?"
+    key: str = "?"
+    """The headline value among :meth:`measure`'s, the one ``samat report`` shows as a column."""
+    n_examples: int = 256
+    batch_size: int | None = None
+
+    @abstractmethod
+    def measure(self, model: nn.Module, task: Task, batches: list[tuple[Any, Tensor]]
+                ) -> dict[str, Any]:
+        """The measure of ``model`` under ``task``'s loss on ``batches``: finite floats by name
+        (:attr:`key` among them), and lists or other details under ``"details"``. Must leave
+        the model's weights, buffers and gradients as it found them, and be deterministic for
+        the seed it was built with."""
+
+    def describe(self) -> dict[str, Any]:
+        """Every parameter that determines the values (recorded next to them)."""
+        return {"name": self.name, "n_examples": self.n_examples, "batch_size": self.batch_size}
+
+
 @dataclass
 class StepResult:
     """What one optimisation step reports: the loss and output of the first (clean-weight) pass."""
@@ -285,6 +315,13 @@ class Task(ABC):
     def input_mask(self) -> Tensor | None:
         """Where attacks may change an input (1) or not (0), broadcastable to a batch of inputs;
         ``None`` means everywhere."""
+        return None
+
+    def input_embeddings(self, model: nn.Module) -> nn.Module | None:
+        """For inputs that cannot be differentiated (token ids): the module of ``model`` whose
+        output stands for the input (the token embedding layer); gradient-based input measures
+        then differentiate with respect to that output. ``None`` (the default): inputs are float
+        tensors, differentiated directly."""
         return None
 
     def evaluate(
