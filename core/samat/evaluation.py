@@ -31,7 +31,8 @@ from tqdm import tqdm
 from samat import distributed, interrupts
 from samat.atomic import remove_temporaries, write_atomic, write_json
 from samat.data import device_batches, eval_loader
-from samat.interfaces import Attack, Task
+from samat.errors import SamatError
+from samat.interfaces import Attack, Measure, Task
 from samat.seeding import rng_state, set_rng_state
 from samat.train import Stopped
 
@@ -74,9 +75,50 @@ def evaluate(components: Any, recipe: Any, state_dir: Path | None = None) -> dic
         log.info("%s %s: %.2f", label, key, values[key])
         attacked.append({"label": label, "attack": attack.describe(), **values})
     average = (sum(a[key] for a in attacked) / len(attacked)) if attacked else None
+    measured = [_measure(c, recipe, label, measure, dataset, state)
+                for label, measure in c.measures] if distributed.world().is_main else []
     if state is not None:
         state.clear()
-    return {"natural": natural, "attacks": attacked, "average_under_attack": average}
+    return {"natural": natural, "attacks": attacked, "average_under_attack": average,
+            "measures": measured}
+
+
+def _measure(c: Any, recipe: Any, label: str, measure: Measure, dataset: Any,
+             state: EvalState | None) -> dict[str, Any]:
+    """One measure of the model on its first ``n_examples`` evaluation examples (rank 0 alone),
+    or its kept result: ``{label, measure, key, value, values, details, n_examples,
+    seconds}``."""
+    batch_size = measure.batch_size or recipe.eval.batch_size
+    what = {"measure": measure.describe(), "batch_size": batch_size,
+            "channels_last": recipe.train.channels_last}
+    if state is not None:
+        kept = state.finished(f"measure {label}", what)
+        if kept is not None:
+            log.info("measure %s: kept from an earlier evaluation (%s)", label, state.directory)
+            return kept
+    loader = eval_loader(c.task, dataset, batch_size, measure.n_examples)
+    batches = list(device_batches(loader, c.device, recipe.train.channels_last))
+    c.model.eval()
+    start = time.perf_counter()
+    values = measure.measure(c.model, c.task, batches)
+    seconds = time.perf_counter() - start
+    details = values.pop("details", None)
+    bad = [k for k, v in values.items()
+           if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v)]
+    if measure.key not in values or bad:
+        problem = (f"returned no {measure.key!r}" if measure.key not in values
+                   else f"returned {bad[0]}={values[bad[0]]!r} (finite numbers only)")
+        raise SamatError(f"eval.measures ({label}): measure '{measure.name}' {problem}")
+    result = {"label": label, "measure": measure.describe(), "key": measure.key,
+              "value": float(values[measure.key]),
+              "values": {k: float(v) for k, v in values.items()},
+              "n_examples": sum(len(y) for _, y in batches), "seconds": seconds}
+    if details is not None:
+        result["details"] = details
+    log.info("measure %s: %s = %.6g (%.1f s)", label, measure.key, result["value"], seconds)
+    if state is not None:
+        state.finish(f"measure {label}", what, result)
+    return result
 
 
 def _pass(task: Task, model: nn.Module, batches: Any, attack: Attack | None, label: str,

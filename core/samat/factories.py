@@ -13,7 +13,14 @@ from typing import Any
 import torch
 
 from samat.errors import SamatError, UnknownNameError
-from samat.interfaces import Attack, InputPerturbation, LossFn, Task, WeightPerturbation
+from samat.interfaces import (
+    Attack,
+    InputPerturbation,
+    LossFn,
+    Measure,
+    Task,
+    WeightPerturbation,
+)
 from samat.names import unknown_key_message, unknown_name_message
 from samat.plugins import registries
 from samat.recipe import OPTIMIZERS, Recipe
@@ -238,6 +245,15 @@ def create_attack(
     )
 
 
+def create_measure(name: str, *, path: str = "measure", run_seed: int = 0, **params: Any
+                   ) -> Measure:
+    """A measure of a trained model (``sam_sharpness``, ``hessian``, ...), called as
+    ``factory(**params, seed=run_seed)`` (``seed`` only if the factory takes it and the recipe
+    did not set it)."""
+    factory = _entry("measures", name, path).factory
+    return call_factory(factory, params, path, defaults={"seed": run_seed})
+
+
 def _task_domain(task: Task | None) -> dict[str, Any]:
     if task is None:
         return {}
@@ -262,6 +278,8 @@ def check_components(recipe: Recipe) -> None:
           for i, a in enumerate(recipe.eval.attacks)],
         *[("attacks", a, "train.eval_attack", ("model", "loss_fn"), create_attack)
           for a in [t.eval_attack] if a is not None],
+        *[("measures", m, f"eval.measures.{i}", (), create_measure)
+          for i, m in enumerate(recipe.eval.measures)],
     ]
     for registry, component, path, skip, create in components:
         factory = _entry(registry, component.name, path).factory

@@ -7,7 +7,8 @@ SOURCE and what else it needs (docs/eval.md):
 - a run directory: its ``config.yaml`` and its checkpoint (weights and the RNG state the run's
   own evaluation started from, so that the same attacks give the same numbers); an eval recipe
   (a mapping with ``eval:`` and optionally ``task:``, ``device``, ``seed``) replaces parts of
-  the run's recipe, ``eval.add_attacks`` appends attacks to the run's;
+  the run's recipe, ``eval.add_attacks`` / ``eval.add_measures`` append to the run's attacks /
+  measures;
 - a weights file (``.safetensors``, or a state dict in ``.pt``/``.pth``/``.bin``, loaded with
   ``weights_only=True``) with a recipe whose task builds the architecture;
 - ``timm:NAME`` or ``torchvision:NAME`` with an image recipe (``task.pretrained`` for the
@@ -133,13 +134,15 @@ def _over_run(base: dict[str, Any], given: dict[str, Any], path: str) -> dict[st
             if not isinstance(value, dict):
                 raise SamatError(f"{path}: eval: expected a mapping, got {value!r}")
             value = dict(value)
-            added = value.pop("add_attacks", None)
+            added = {kind: value.pop(f"add_{kind}", None) for kind in ("attacks", "measures")}
             data["eval"] = {**data.get("eval", {}), **value}
-            if added is not None:
-                if not isinstance(added, list):
-                    raise SamatError(f"{path}: eval.add_attacks: expected a list of attacks, "
-                                     f"got {added!r}")
-                data["eval"]["attacks"] = [*data["eval"].get("attacks", []), *added]
+            for kind, items in added.items():
+                if items is None:
+                    continue
+                if not isinstance(items, list):
+                    raise SamatError(f"{path}: eval.add_{kind}: expected a list of "
+                                     f"{kind}, got {items!r}")
+                data["eval"][kind] = [*data["eval"].get(kind, []), *items]
         elif key == "task":
             if not isinstance(value, dict):
                 raise SamatError(f"{path}: task: expected a mapping of task parameters, got "

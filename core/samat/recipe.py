@@ -120,6 +120,7 @@ class EvalConfig:
     batch_size: int = 256
     n_examples: int | None = None
     attacks: list[Component] = field(default_factory=list)
+    measures: list[Component] = field(default_factory=list)
     checkpoint: str = "last"
 
 
@@ -330,6 +331,10 @@ def _check_ranges(recipe: Recipe) -> None:
     labels = [a.column() for a in e.attacks]
     if len(set(labels)) != len(labels):
         raise SamatError("eval.attacks: two attacks share a label; give each a distinct 'label'")
+    labels = [m.label or m.name for m in e.measures]
+    if len(set(labels)) != len(labels):
+        raise SamatError("eval.measures: two measures share a label (a measure's label is its "
+                         "name unless set); give each a distinct 'label'")
 
 
 def _check_best(t: TrainConfig, e: EvalConfig) -> None:

@@ -230,6 +230,13 @@ def results_table(metrics: dict[str, Any]) -> str:
     if skipped:
         extras.append(f"skipped steps (non-finite, train.on_nonfinite=skip): {skipped}")
     parts = [title, table, *extras]
+    if metrics.get("measures"):
+        rows = [[m["label"], ", ".join(f"{k}={_cell(v)}" for k, v in m["measure"].items()
+                                       if k != "name" and v is not None),
+                 m["key"], m["value"], m.get("n_examples"), f"{m.get('seconds', 0):.1f}"]
+                for m in metrics["measures"]]
+        parts += ["\nmeasures:", format_table(["measure", "parameters", "value of", "value",
+                                               "n", "seconds"], rows)]
     for name, recs in records.items():
         headers = list(recs[0])
         parts += [f"\n{name}:", format_table(headers, [[r.get(h) for h in headers] for r in recs])]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +22,12 @@ from samat.factories import (
     check_components,
     create_attack,
     create_input_perturbation,
+    create_measure,
     create_task,
     create_weight_perturbation,
     task_params,
 )
-from samat.interfaces import Attack, InputPerturbation, Task, WeightPerturbation
+from samat.interfaces import Attack, InputPerturbation, Measure, Task, WeightPerturbation
 from samat.locking import RunLock, acquire_unless_alive
 from samat.plugins import call_result_hooks
 from samat.probe import check_attacks
@@ -48,6 +49,7 @@ class Components:
     attacks: list[tuple[str, Attack]]
     device: torch.device
     eval_attack: tuple[str, Attack] | None = None  # train.eval_attack (periodic evaluation)
+    measures: list[tuple[str, Measure]] = field(default_factory=list)  # eval.measures
 
 
 def build_components(recipe: Recipe, task: Task | None = None) -> Components:
@@ -82,7 +84,11 @@ def build_components(recipe: Recipe, task: Task | None = None) -> Components:
     if eval_attack is not None:
         checked.append(("train.eval_attack", eval_attack[1]))
     check_attacks(checked, task, model, recipe.task.name, device)
-    return Components(task, model, weight, input_perturbation, attacks, device, eval_attack)
+    measures = [(m.label or m.name, create_measure(m.name, path=f"eval.measures.{i}",
+                                                   run_seed=recipe.seed, **m.params))
+                for i, m in enumerate(recipe.eval.measures)]
+    return Components(task, model, weight, input_perturbation, attacks, device, eval_attack,
+                      measures)
 
 
 def prepare(recipe: Recipe, task: Task | None = None) -> tuple[Components, Trainer]:

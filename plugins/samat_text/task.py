@@ -92,6 +92,11 @@ class TextClassificationTask(Task):
             hf, _ = load_pretrained(self.model_name, self.num_labels, self.download)
         return TextClassifier(hf, self.tokenizer, self.max_length)
 
+    def input_embeddings(self, model: nn.Module) -> nn.Module:
+        """The token embedding layer: input-gradient measures differentiate with respect to its
+        output, the continuous stand-in for the token ids."""
+        return model.hf.get_input_embeddings()
+
     def collate_fn(self, batch: list[tuple[str, int]]) -> tuple[dict[str, Any], torch.Tensor]:
         """Tokenise and pad a list of pairs; the raw texts ride along under ``text``."""
         texts = [text for text, _ in batch]
