@@ -101,7 +101,7 @@ def test_no_match_is_said(tmp_path: Path) -> None:
 
 
 def test_text_rows_need_the_attack_success_rate(tmp_path: Path) -> None:
-    task = {"name": "text_classification", "dataset": "rotten_tomatoes", "model": "x"}
+    task = {"name": "text_classification", "dataset": "rotten_tomatoes"}
     make_run(tmp_path / "sam", task=task, natural=85, weight={"name": "sam", "rho": 0.05},
              optimizer={"name": "adamw"}, attacks={"PSO": ({"name": "pso"}, 17.5)},
              attack_metric="attack_success_rate")
@@ -137,5 +137,6 @@ def test_a_plugins_reference_table_appears_with_against_paper(
         text = write_report([tmp_path], against="paper")
     lines = text.splitlines()
     assert lines[4].split() == ["↳", "paper:", "baseline", "31.5", "12.2", "—", "WMT", "Table", "1"]
-    assert lines[-2:] == [MATCHED, "from the WMT paper, section 5"]
+    assert lines[-1] == "from the WMT paper, section 5"
+    assert MATCHED in " ".join(line.strip() for line in lines)  # wrapped at 100 columns
     assert "plugin 'translation_refs': reference table broken left out" in caplog.text
