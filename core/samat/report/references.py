@@ -102,15 +102,16 @@ def _add_rows(table: Table, references: list[dict[str, Any]]) -> None:
         return
     rows: list[Row] = []
     notes: dict[str, None] = {}  # the matched tables' notes, once each, in order
-    applicable, unmatched = [], {}
+    applicable = []
+    unmatched: dict[str, list[str]] = {}  # why -> the reference tables not compared for it
     for reference in references:
         if reference["metric"] != table.attack_metric \
                 or not matches(config_task, reference["task"]):
             continue
         differences = setting_differences(config_task, reference)
         if differences:
-            unmatched.setdefault(f"{_where(table)}: not compared with {reference['ref']}: "
-                                 + "; ".join(differences))
+            refs = unmatched.setdefault("; ".join(differences), [])
+            refs += [] if reference["ref"] in refs else [reference["ref"]]
         else:
             applicable.append(reference)
     for row in table.rows:
@@ -123,7 +124,8 @@ def _add_rows(table: Table, references: list[dict[str, Any]]) -> None:
                     if reference.get("note"):
                         notes.setdefault(str(reference["note"]).strip())
     table.rows = rows
-    table.notes += [*notes, *unmatched] or [UNMATCHED]
+    table.notes += [*notes, *(f"{_where(table)}: not compared with {', '.join(refs)}: {why}"
+                              for why, refs in unmatched.items())] or [UNMATCHED]
 
 
 def setting_differences(task: dict[str, Any], reference: dict[str, Any]) -> list[str]:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import textwrap
-from typing import Any
 
 from samat import results
 from samat.errors import SamatError
-from samat.report import measures
-from samat.report.labels import format_eps, short
+from samat.report.labels import parameters
+from samat.report.measures import finite_number, measure_entries, measure_examples
 from samat.report.runs import Run
 from samat.report.tables import NATURAL, Row, Table, mean_std
 
@@ -43,15 +42,15 @@ def _legend(table: Table) -> list[str]:
     Natural's, examples), the examples evaluated, the commits, then the table's notes."""
     lines = []
     for c in table.columns:
-        line = f"{c.name}: {c.attack.get('name')}" + _params(c.attack, ("bounds", "mask"))
+        line = f"{c.name}: {c.attack.get('name')}" + parameters(c.attack, ("bounds", "mask"))
         if table.title_of(c.name) != c.name:
             line += f", on {'/'.join(map(str, table.n_examples[c.name]))} examples"
         lines.append(line)
     for m in table.measures:
-        n = sorted({k for row in table.rows for r in row.runs for e in measures.entries(r)
-                    if e["label"] == m.name.split(" #")[0] and (k := measures.n_examples(e))})
+        n = sorted({k for row in table.rows for r in row.runs for e in measure_entries(r)
+                    if e["label"] == m.name.split(" #")[0] and (k := measure_examples(e))})
         lines.append(f"{m.name}: measure {m.measure.get('name')}"
-                     + _params(m.measure, ("n_examples",)) + f", value '{m.key}'"
+                     + parameters(m.measure, ("n_examples",)) + f", value '{m.key}'"
                      + (f", on {'/'.join(map(str, n))} examples" if n else ""))
     n = sorted({r.metrics["natural"].get("n_examples") for row in table.rows for r in row.runs
                 if not r.diverged and r.metrics["natural"].get("n_examples") is not None})
@@ -62,26 +61,12 @@ def _legend(table: Table) -> list[str]:
     return lines + table.notes
 
 
-def _params(described: dict[str, Any], hidden: tuple[str, ...]) -> str:
-    """`` (key=value, ...)`` of an attack's or measure's parameters (None and ``hidden``
-    left out), or nothing."""
-    shown = ", ".join(f"{k}={_param(k, v)}" for k, v in described.items()
-                      if k not in ("name", *hidden) and v is not None)
-    return f" ({shown})" if shown else ""
-
-
 def _wrapped(lines: list[str], first: str, indent: str) -> list[str]:
     """``lines`` wrapped at :data:`WIDTH`, each started with ``first``, continued with
     ``indent`` (words never broken: a long value stays whole)."""
     return [part for line in lines for part in textwrap.wrap(
         line, WIDTH, initial_indent=first, subsequent_indent=indent, break_long_words=False,
         break_on_hyphens=False)]
-
-
-def _param(key: str, value: Any) -> str:
-    if key in ("eps", "alpha") and isinstance(value, float):
-        return format_eps(value)
-    return short(value)
 
 
 def _commit(run: Run) -> str:
@@ -177,6 +162,6 @@ def _csv(tables: list[Table]) -> str:
 
 def _extra_metric(row: Row, key: str) -> str:
     """Where an ``--extra`` column's numbers come from: ``report.KEY`` or ``measures.LABEL.KEY``."""
-    reported = any(measures.number(r.metrics.get("report", {}).get(key)) is not None
+    reported = any(finite_number(r.metrics.get("report", {}).get(key)) is not None
                    for r in row.runs)
     return f"report.{key}" if reported else f"measures.{key}"

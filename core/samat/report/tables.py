@@ -12,8 +12,13 @@ from typing import Any
 from samat.errors import SamatError
 from samat.plugins import registries
 from samat.recipe import flatten
-from samat.report import measures
 from samat.report.labels import kind_rank, metric_title, natural_key, run_label, short
+from samat.report.measures import (
+    finite_number,
+    measure_entries,
+    measure_value,
+    measure_value_names,
+)
 from samat.report.runs import Run
 
 # Config keys that do not define a method (bookkeeping); the seed and the task's environment
@@ -141,8 +146,8 @@ def build_tables(
     for key in extras:
         if not any(extra_value(r, key) is not None for r in runs):
             available = sorted({k for r in runs for k, v in r.metrics.get("report", {}).items()
-                                if measures.number(v) is not None})
-            available += measures.dotted_names(runs)
+                                if finite_number(v) is not None})
+            available += measure_value_names(runs)
             raise SamatError(f"--extra {key}: no run reports a number under report.{key} or "
                              f"as a measure value LABEL.KEY in metrics.json; available: "
                              f"{', '.join(available) or 'none'}")
@@ -161,8 +166,36 @@ def build_tables(
 def extra_value(run: Run, key: str) -> float | None:
     """An ``--extra`` column's number for ``run``: its task's ``report[key]``, else the
     measure value ``LABEL.KEY``."""
-    value = measures.number(run.metrics.get("report", {}).get(key))
-    return value if value is not None else measures.value_of(run, key)
+    value = finite_number(run.metrics.get("report", {}).get(key))
+    return value if value is not None else measure_value(run, key)
+
+
+def column_value(table: Table, run: Run, header: str) -> float | None:
+    """``run``'s own number in column ``header`` of ``table`` (None if it has none): what the
+    row's cell averages over its runs."""
+    if run.diverged:
+        return None
+    if header == NATURAL:
+        return float(run.metrics["natural"][table.metric])
+    if header in table.extras:
+        return extra_value(run, header)
+    if header == AVERAGE:
+        attacked = [v for c in table.columns if (v := column_value(table, run, c.name)) is not None]
+        return sum(attacked) / len(attacked) if attacked else None
+    for column in table.columns:
+        if column.name == header:
+            return next((finite_number(result.get(table.attack_metric))
+                         for result in run.metrics.get("attacks", [])
+                         if result["label"] == header.split(" #")[0]
+                         and _attack_identity(result["attack"]) == _attack_identity(
+                             column.attack)), None)
+    for measure in table.measures:
+        if measure.name == header:
+            return next((finite_number(entry.get("value")) for entry in measure_entries(run)
+                         if entry["label"] == header.split(" #")[0]
+                         and entry["measure"] == measure.measure and entry["key"] == measure.key),
+                        None)
+    return measure_value(run, header)
 
 
 def _columns(runs: list[Run]) -> tuple[list[Column], dict[tuple[str, str], str]]:
@@ -189,7 +222,7 @@ def _measure_columns(
     found: list[MeasureColumn] = []
     column_of: dict[tuple[str, str], str] = {}
     for run in runs:
-        for entry in measures.entries(run):
+        for entry in measure_entries(run):
             ident = (entry["label"], json.dumps([entry["measure"], entry["key"]],
                                                 sort_keys=True, default=str))
             if ident in column_of:
@@ -250,7 +283,7 @@ def _build_table(
                 continue
             values = run.metrics["natural"]
             row.values.setdefault(NATURAL, []).append(float(values[metric]))
-            if measures.number(values.get("n_examples")) is not None:
+            if finite_number(values.get("n_examples")) is not None:
                 n_examples.setdefault(NATURAL, set()).add(int(values["n_examples"]))
             attacked = []
             for result in run.metrics.get("attacks", []):
@@ -260,15 +293,15 @@ def _build_table(
                 name = column_of[(result["label"], _attack_identity(result["attack"]))]
                 row.values.setdefault(name, []).append(float(result[key]))
                 attacked.append(float(result[key]))
-                if measures.number(result.get("n_examples")) is not None:
+                if finite_number(result.get("n_examples")) is not None:
                     n_examples.setdefault(name, set()).add(int(result["n_examples"]))
-                clean = measures.number(result.get(f"original_{metric}"))
+                clean = finite_number(result.get(f"original_{metric}"))
                 if clean is not None:
                     row.subset_natural.setdefault(name, []).append(clean)
             if attacked:
                 row.values.setdefault(AVERAGE, []).append(sum(attacked) / len(attacked))
-            for entry in measures.entries(run):
-                if (value := measures.number(entry.get("value"))) is not None:
+            for entry in measure_entries(run):
+                if (value := finite_number(entry.get("value"))) is not None:
                     name = measure_of[(entry["label"], json.dumps(
                         [entry["measure"], entry["key"]], sort_keys=True, default=str))]
                     row.values.setdefault(name, []).append(value)

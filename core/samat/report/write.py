@@ -10,6 +10,7 @@ from samat.errors import SamatError
 from samat.report.references import add_reference_rows
 from samat.report.render import render
 from samat.report.runs import collect_runs, sweep_axes
+from samat.report.scatter import scatters
 from samat.report.tables import build_tables
 
 FILES = (("txt", "text"), ("md", "markdown"), ("csv", "csv"), ("tex", "latex"))
@@ -25,9 +26,12 @@ def write_report(
     curves: list[str] = (),
     against: str | None = None,
     extras: list[str] = (),
+    scatter: list[tuple[str, str]] = (),
 ) -> str:
     """The report of every finished run under ``paths`` in ``fmt``; with ``out``, also
-    ``report.{txt,md,csv,tex}`` and PNG plots written there (their paths are listed)."""
+    ``report.{txt,md,csv,tex}`` and PNG plots written there (their paths are listed).
+    ``scatter``: (MEASURE, ATTACK) pairs whose rank correlation over the runs is printed (and,
+    with ``out``, plotted)."""
     runs = collect_runs(list(paths))
     if not runs:
         raise SamatError(
@@ -40,10 +44,12 @@ def write_report(
     curves = [*curves, *(k for k in sweep_axes(paths) if k not in curves)]
     if against == "paper":
         add_reference_rows(tables)
-    text = render(tables, fmt, decimals)
+    found = scatters(tables, [tuple(pair) for pair in scatter])
+    text = render(tables, fmt, decimals) + "".join(f"{s.summary()}\n" for s in found)
     if out is None:
         return text
-    from samat.report.plots import check_request, write_plots
+    from samat.report.plots import check_request, plot_names, slug, write_plots
+    from samat.report.scatter import plot
 
     check_request(tables, list(curves))
     out_dir = Path(out)
@@ -55,4 +61,7 @@ def write_report(
         path.write_text(render(tables, form, decimals))
         written.append(path)
     written += write_plots([r for r in runs if not r.diverged], tables, out_dir, list(curves))
+    name_of = {id(t): name for t, name in zip(tables, plot_names(tables), strict=True)}
+    written += [plot(s, out_dir / f"scatter_{slug(s.measure)}_{slug(s.attack)}_"
+                        f"{name_of[id(s.table)]}.png") for s in found]
     return text + "\n" + "\n".join(f"wrote {p}" for p in written) + "\n"
