@@ -48,7 +48,9 @@ def _legend(table: Table) -> list[str]:
         lines.append(line)
     for m in table.measures:
         n = sorted({k for row in table.rows for r in row.runs for e in measure_entries(r)
-                    if e["label"] == m.name.split(" #")[0] and (k := measure_examples(e))})
+                    if (e["label"], e["measure"], e["key"]) == (m.name.split(" #")[0],
+                                                                m.measure, m.key)
+                    and (k := measure_examples(e))})
         lines.append(f"{m.name}: measure {m.measure.get('name')}"
                      + parameters(m.measure, ("n_examples",)) + f", value '{m.key}'"
                      + (f", on {'/'.join(map(str, n))} examples" if n else ""))

@@ -107,14 +107,16 @@ class Table:
         return cell(row.values.get(header), decimals, pm, self.unranked(header))
 
     def direction(self) -> str:
-        """Which way is better, for the header."""
+        """Which way is better, for the header (measures: neither)."""
         natural = f"{metric_title(self.metric)}, higher is better"
         if self.attack_metric == self.metric:
             better = "higher" if self.higher_is_better else "lower"
-            return f"{metric_title(self.metric)}, {better} is better"
-        return (f"Natural: {natural}; attack columns and Average: "
-                f"{metric_title(self.attack_metric)}, "
-                f"{'higher' if self.higher_is_better else 'lower'} is better")
+            said = f"{metric_title(self.metric)}, {better} is better"
+        else:
+            said = (f"Natural: {natural}; attack columns and Average: "
+                    f"{metric_title(self.attack_metric)}, "
+                    f"{'higher' if self.higher_is_better else 'lower'} is better")
+        return said + ("; measures: neither direction is better" if self.measures else "")
 
 
 def identity(run: Run) -> dict[str, Any]:
