@@ -84,3 +84,16 @@ def test_printed_without_out_and_a_png_with_it(tmp_path: Path, run_cli, root: Pa
         "sam_sharpness.loss, sam_sharpness.perturbed_loss, sam_sharpness.sharpness; attacks: "
         "natural, average, FGSM"]
     assert not (tmp_path / "o2").exists()  # nothing written
+
+
+def test_the_correlation_goes_with_every_format_but_csv(tmp_path: Path) -> None:
+    _sweep(tmp_path)
+    request = [("sam_sharpness", "natural")]
+    markdown = write_report([tmp_path], fmt="markdown", scatter=request).splitlines()
+    assert markdown[-1].startswith("- scatter sam_sharpness vs Natural in ")
+    assert write_report([tmp_path], fmt="latex", scatter=request).splitlines()[-1] \
+        .startswith("% scatter sam_sharpness vs Natural")
+    assert write_report([tmp_path], fmt="csv", scatter=request) == \
+        write_report([tmp_path], fmt="csv")
+    write_report([tmp_path], out=tmp_path / "out", scatter=request)
+    assert "Spearman rank correlation" in (tmp_path / "out" / "report.txt").read_text()

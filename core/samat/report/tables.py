@@ -225,8 +225,7 @@ def _measure_columns(
     column_of: dict[tuple[str, str], str] = {}
     for run in runs:
         for entry in measure_entries(run):
-            ident = (entry["label"], json.dumps([entry["measure"], entry["key"]],
-                                                sort_keys=True, default=str))
+            ident = _measure_identity(entry)
             if ident in column_of:
                 continue
             same = [n for n in [*taken, *(m.name for m in found)]
@@ -235,6 +234,12 @@ def _measure_columns(
             column_of[ident] = name
             found.append(MeasureColumn(name, entry["measure"], entry["key"]))
     return found, column_of
+
+
+def _measure_identity(entry: dict[str, Any]) -> tuple[str, str]:
+    """What makes two measure results one column: label, parameters and headline key."""
+    return entry["label"], json.dumps([entry["measure"], entry["key"]], sort_keys=True,
+                                      default=str)
 
 
 def _one_run_per_seed(runs: list[Run]) -> tuple[list[Run], list[str]]:
@@ -304,8 +309,7 @@ def _build_table(
                 row.values.setdefault(AVERAGE, []).append(sum(attacked) / len(attacked))
             for entry in measure_entries(run):
                 if (value := finite_number(entry.get("value"))) is not None:
-                    name = measure_of[(entry["label"], json.dumps(
-                        [entry["measure"], entry["key"]], sort_keys=True, default=str))]
+                    name = measure_of[_measure_identity(entry)]
                     row.values.setdefault(name, []).append(value)
             for extra in extras:
                 if (value := extra_value(run, extra)) is not None:
