@@ -80,6 +80,12 @@ def test_paper_row_beside_the_matching_user_row(tmp_path: Path) -> None:
     assert "| ↳ paper: SAM ρ=0.1 | 95.4 | 63.3 | 46.2 | — | Table 2 |" in markdown
     assert table.notes[0] == MATCHED and "AutoAttack" in table.notes[1]
     assert len(table.notes) == 2  # Table 2 matched two rows: its note is said once
+    make_run(tmp_path / "sam07", natural=90.0, weight={**SAM, "rho": 0.7},
+             attacks={"FGSM": (FGSM, 60.0)})
+    (table,) = build_tables(collect_runs([tmp_path]))
+    add_reference_rows([table])
+    assert table.notes[-1] == ("no paper row for SAM ρ=0.7: Table 2, Table 5 did not train "
+                               "that method")
 
 
 def test_full_columns_bring_the_paper_average(tmp_path: Path) -> None:

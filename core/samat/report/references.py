@@ -114,8 +114,10 @@ def _add_rows(table: Table, references: list[dict[str, Any]]) -> None:
             refs += [] if reference["ref"] in refs else [reference["ref"]]
         else:
             applicable.append(reference)
+    without = []  # user rows of the paper's setting whose method the paper has no row for
     for row in table.rows:
         rows.append(row)
+        before = len(rows)
         for reference in applicable:
             for entry in reference["rows"]:
                 if method_matches(row.runs[0].config, entry["method"]):
@@ -123,7 +125,13 @@ def _add_rows(table: Table, references: list[dict[str, Any]]) -> None:
                     notes.setdefault(MATCHED)
                     if reference.get("note"):
                         notes.setdefault(str(reference["note"]).strip())
+        if applicable and len(rows) == before:
+            without.append(row.label)
     table.rows = rows
+    if notes and without:
+        refs = ", ".join(dict.fromkeys(r["ref"] for r in applicable))
+        notes.setdefault(f"no paper row for {', '.join(without)}: {refs} did not train that "
+                         "method")
     table.notes += [*notes, *(f"{_where(table)}: not compared with {', '.join(refs)}: {why}"
                               for why, refs in unmatched.items())] or [UNMATCHED]
 
