@@ -37,8 +37,13 @@ def make_run(
     attack_metric: str | None = None,
     report: dict[str, Any] | None = None,
     task_facts: dict[str, Any] | None = None,
+    attack_fields: dict[str, dict[str, Any]] | None = None,
+    measures: list[dict[str, Any]] | None = None,
+    finished_at: str | None = None,
 ) -> Path:
-    """A run directory as ``samat run`` leaves it; ``attacks`` maps label -> (attack, value)."""
+    """A run directory as ``samat run`` leaves it; ``attacks`` maps label -> (attack, value),
+    ``attack_fields`` label -> more keys of that attack's result (``n_examples``, ...);
+    ``measures`` is the ``measures`` list (see :func:`measure`)."""
     task = task or CIFAR10
     config = {
         "task": task, "name": "synthetic", "description": "", "seed": seed, "device": "cpu",
@@ -52,7 +57,8 @@ def make_run(
                              attacks.items()]},
     }
     key = attack_metric or metric
-    results = [{"label": label, "attack": attack, key: value, "n_examples": 100}
+    results = [{"label": label, "attack": attack, key: value, "n_examples": 100,
+                **(attack_fields or {}).get(label, {})}
                for label, (attack, value) in attacks.items()]
     values = [v for _, v in attacks.values()]
     metrics = {
@@ -67,11 +73,26 @@ def make_run(
         "report": report or {},
         "seed": seed,
         "versions": {"samat_git": {"commit": "0123456789abcdef", "dirty": False}},
+        **({"measures": measures} if measures is not None else {}),
+        **({"finished_at": finished_at} if finished_at else {}),
     }
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (path / "metrics.json").write_text(json.dumps(metrics))
     return path
+
+
+def measure(label: str, value: float, key: str = "sharpness", name: str = "sam_sharpness",
+            n_examples: int = 512, **params: Any) -> dict[str, Any]:
+    """A ``metrics.json`` measure entry as samat writes it: headline ``key`` = ``value``;
+    ``params`` the measure's parameters (default: rho 0.05, l2, 5 steps)."""
+    described = {"name": name, **(params or {"rho": 0.05, "norm": "l2", "steps": 5}),
+                 "n_examples": n_examples, "seed": 0}
+    values = {key: value, "loss": 0.3, "perturbed_loss": 0.3 + value}
+    if name == "hessian":
+        values = {key: value, "trace": 10 * value}
+    return {"label": label, "measure": described, "key": key, "value": value, "values": values,
+            "n_examples": n_examples, "seconds": 1.0}
 
 
 def three_seeds(root: Path) -> None:

@@ -820,6 +820,13 @@ REPORTS = [
          setup=_copy_run(finished=True)),
     Case("extra-unknown", ("report", "run", "--extra", "bogus"), ("--extra bogus",),
          setup=_copy_run(finished=True)),
+    Case("scatter-unknown", ("report", "run", "--scatter", "sharpness", "natural"),
+         ("--scatter sharpness natural", "measures: none"), setup=_copy_run(finished=True)),
+    Case("metrics-measure-nan", ("report", "run"), ("run/metrics.json", "measure 'm'"),
+         setup=_then(_copy_run(finished=True), _write(
+             "run/metrics.json",
+             '{"metric": "accuracy", "natural": {"accuracy": 50}, "measures": '
+             '[{"label": "m", "measure": {}, "key": "k", "value": NaN}]}'))),
     Case("out-is-a-file", ("report", "run", "--out", "out"), ("--out", "out"),
          {"out": "x"}, setup=_copy_run(finished=True)),
     Case("out-under-a-file", ("report", "run", "--out", "out/sub"), ("--out", "out"),

@@ -21,7 +21,7 @@ from samat.report import (
     render,
     write_report,
 )
-from samat.report.references import MATCHED, UNMATCHED, method_matches
+from samat.report.references import MATCHED, UNMATCHED, method_matches, setting_differences
 
 CIFAR_COLUMNS = {
     "FGSM": FGSM, "PGD-linf": PGD_LINF, "PGD-l2": PGD_L2,
@@ -80,6 +80,12 @@ def test_paper_row_beside_the_matching_user_row(tmp_path: Path) -> None:
     assert "| ↳ paper: SAM ρ=0.1 | 95.4 | 63.3 | 46.2 | — | Table 2 |" in markdown
     assert table.notes[0] == MATCHED and "AutoAttack" in table.notes[1]
     assert len(table.notes) == 2  # Table 2 matched two rows: its note is said once
+    make_run(tmp_path / "sam07", natural=90.0, weight={**SAM, "rho": 0.7},
+             attacks={"FGSM": (FGSM, 60.0)})
+    (table,) = build_tables(collect_runs([tmp_path]))
+    add_reference_rows([table])
+    assert table.notes[-1] == ("no paper row for SAM ρ=0.7: Table 2, Table 5 did not train "
+                               "that method")
 
 
 def test_full_columns_bring_the_paper_average(tmp_path: Path) -> None:
@@ -101,7 +107,7 @@ def test_no_match_is_said(tmp_path: Path) -> None:
 
 
 def test_text_rows_need_the_attack_success_rate(tmp_path: Path) -> None:
-    task = {"name": "text_classification", "dataset": "rotten_tomatoes", "model": "x"}
+    task = {"name": "text_classification", "dataset": "rotten_tomatoes"}
     make_run(tmp_path / "sam", task=task, natural=85, weight={"name": "sam", "rho": 0.05},
              optimizer={"name": "adamw"}, attacks={"PSO": ({"name": "pso"}, 17.5)},
              attack_metric="attack_success_rate")
@@ -137,5 +143,40 @@ def test_a_plugins_reference_table_appears_with_against_paper(
         text = write_report([tmp_path], against="paper")
     lines = text.splitlines()
     assert lines[4].split() == ["↳", "paper:", "baseline", "31.5", "12.2", "—", "WMT", "Table", "1"]
-    assert lines[-2:] == [MATCHED, "from the WMT paper, section 5"]
+    assert lines[-1] == "from the WMT paper, section 5"
+    assert MATCHED in " ".join(line.strip() for line in lines)  # wrapped at 100 columns
     assert "plugin 'translation_refs': reference table broken left out" in caplog.text
+
+
+def test_only_the_papers_setting_is_compared(tmp_path: Path) -> None:
+    make_run(tmp_path / "x", natural=80.0, weight=SAM, task={**CIFAR10, "width": 16},
+             attacks={"FGSM": (FGSM, 50.0)})
+    make_run(tmp_path / "full", natural=95.0, weight=SAM, task={**CIFAR10, "width": 64},
+             attacks={"FGSM": (FGSM, 60.0)})
+    narrow, full = sorted(build_tables(collect_runs([tmp_path])), key=lambda t: t.title)
+    add_reference_rows([narrow, full])
+    assert [r.label for r in full.rows] == ["SAM ρ=0.1", "↳ paper: SAM ρ=0.1"]  # 64 = paper's
+    assert [r.label for r in narrow.rows] == ["SAM ρ=0.1"]
+    assert (f"{tmp_path / 'x'}: not compared with Table 2, Table 5: width 16, the paper's is "
+            "64") in narrow.notes
+    assert UNMATCHED not in narrow.notes
+
+
+def test_a_setting_left_unset_takes_the_tables_default() -> None:
+    reference = {"setting": {"width": 64, "resize": 32, "n_train": None},
+                 "defaults": {"width": 64}}
+    assert setting_differences({"name": "t", "resize": 32}, reference) == []
+    assert setting_differences({"name": "t", "n_train": 500}, reference) == [
+        "resize unset, the paper's is 32", "n_train 500, the paper's is unset"]
+
+
+def test_the_plugins_tables_say_the_papers_setting() -> None:
+    tables = {(t["ref"], t["task"].get("model")): t for t in reference_tables()}
+    assert tables[("Table 2", "preactresnet18")]["setting"]["width"] == 64
+    assert tables[("Table 6", "wrn")]["setting"] == {"depth": 28, "width": 10, "n_train": None,
+                                                     "augment": True}
+    assert tables[("Table 7", "preactresnet18")]["setting"]["resize"] == 32
+    table8 = tables[("Table 8", None)]
+    assert setting_differences({"encoder": "resnet50", "encoder_depth": 3}, table8) == [
+        "encoder_depth 3, the paper's is 5"]
+    assert tables[("Table 10", None)]["setting"]["model"] == "distilbert-base-uncased"

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 import pytest
-from report_fixtures import SAM, make_run, three_seeds
+from report_fixtures import FGSM, SAM, make_run, measure, three_seeds
 
 from samat.errors import SamatError
 from samat.report import NATURAL, build_tables, collect_runs, render
@@ -71,3 +71,42 @@ def test_latex_bolds_the_lowest_where_lower_is_better(tmp_path: Path) -> None:
 def test_unknown_format() -> None:
     with pytest.raises(SamatError, match="--format: expected one of text, markdown, csv, latex"):
         render([], "html")
+
+
+def test_measure_columns_in_every_format(tmp_path: Path) -> None:
+    for seed, sharp in enumerate((0.012, 0.014)):
+        make_run(tmp_path / f"sgd{seed}", seed=seed, natural=90, attacks={"FGSM": (FGSM, 50)},
+                 measures=[measure("sam_sharpness", sharp)])
+    make_run(tmp_path / "sam", natural=95, weight=SAM, attacks={"FGSM": (FGSM, 60)},
+             measures=[measure("sam_sharpness", 0.002)])
+    tables = build_tables(collect_runs([tmp_path]))
+    text = render(tables, "text").splitlines()
+    assert text[0].endswith("accuracy, higher is better; measures: neither direction is better")
+    assert text[1].split() == ["method", "Natural", "FGSM", "Average", "sam_sharpness", "seeds"]
+    assert text[3].split()[-6:-2] == ["0.013", "±", "0.0014", "2"]
+    assert ("sam_sharpness: measure sam_sharpness (rho=0.05, norm=l2, steps=5, seed=0), "
+            "value 'sharpness', on 512 examples") in " ".join(line.strip() for line in text)
+    assert "| SGD | 90.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 | 0.013 ± 0.0014 | 2 (0, 1) |" in \
+        render(tables, "markdown")
+    latex = render(tables, "latex")
+    assert r"& 0.013 $\pm$ 0.0014 \\" in latex and r"\textbf{0.002" not in latex  # unranked
+    rows = list(csv.DictReader(io.StringIO(render(tables, "csv"))))
+    sharp = next(r for r in rows if r["method"] == "SGD" and r["column"] == "sam_sharpness")
+    assert sharp["metric"] == "measures.sam_sharpness.sharpness" and sharp["n"] == "2"
+    assert float(sharp["mean"]) == pytest.approx(0.013)
+
+
+def test_long_parameter_lines_are_wrapped(tmp_path: Path) -> None:
+    attack = {"name": "pso", "textattack_recipe": "pso_zang_2020", "n_examples": 40,
+              "query_budget": 1000, "resources": {f"resource_{i}": f"/cache/path/{i}/file.bin"
+                                                  for i in range(12)}}
+    make_run(tmp_path / "a", natural=70, attacks={"PSO": (attack, 40.0)})
+    tables = build_tables(collect_runs([tmp_path]))
+    text = render(tables, "text").splitlines()
+    legend = text[text.index(next(line for line in text if line.startswith("PSO: pso"))):]
+    assert len(legend) > 3 and max(map(len, legend)) <= 100
+    assert legend[1].startswith("    ")  # continuation lines are indented
+    markdown = render(tables, "markdown").splitlines()
+    items = markdown[markdown.index("", 2) + 1:]
+    assert max(map(len, items)) <= 100 and items[0].startswith("- PSO: pso")
+    assert items[1].startswith("  ") and not items[1].startswith("  -")

@@ -63,3 +63,22 @@ def test_runs_below_a_path_are_found_once(tmp_path: Path) -> None:
     make_run(tmp_path / "b", natural=91, attacks={})
     runs = collect_runs([tmp_path, tmp_path / "a", tmp_path / "a" / "s0"])
     assert sorted(r.path.name for r in runs) == ["b", "s0"]
+
+
+@pytest.mark.parametrize(("measures", "problem"), [
+    ({"label": "x"}, "'measures' is not a list"),
+    ([{"label": "x", "measure": {}}], "'measures' has an entry without 'label', 'measure' or "
+                                      "'key'"),
+    ([{"label": "x", "measure": {}, "key": "k", "value": float("nan")}],
+     "measure 'x': 'value' is not a finite number"),
+    ([{"label": "x", "measure": {}, "key": "k", "value": 1.0, "values": {"k": float("inf")}}],
+     "measure 'x': 'values' is not a mapping of finite numbers"),
+])
+def test_malformed_measures_are_refused(tmp_path: Path, measures: object, problem: str) -> None:
+    run = make_run(tmp_path / "a", natural=90, attacks={})
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "measures": measures}))
+    with pytest.raises(SamatError) as error:
+        collect_runs([run])
+    assert str(error.value) == (f"report: {run / 'metrics.json'} is not a samat metrics file "
+                                f"({problem}); delete that run directory or run it again")

@@ -6,7 +6,17 @@ import statistics
 from pathlib import Path
 
 import pytest
-from report_fixtures import AT, CIFAR10, FGSM, PGD_L2, PGD_LINF, SAM, make_run, three_seeds
+from report_fixtures import (
+    AT,
+    CIFAR10,
+    FGSM,
+    PGD_L2,
+    PGD_LINF,
+    SAM,
+    make_run,
+    measure,
+    three_seeds,
+)
 
 from samat.errors import SamatError
 from samat.report import AVERAGE, NATURAL, build_tables, collect_runs, mean_std
@@ -110,3 +120,70 @@ def test_extra_report_columns(tmp_path: Path) -> None:
     assert table.cell(table.rows[0], "w_r", 1) == "0.0615 ± 0.00042"  # 4 significant digits
     with pytest.raises(SamatError, match=r"--extra w_x: no run reports .* available: w_r"):
         build_tables(collect_runs([tmp_path]), extras=["w_x"])
+
+
+def test_measure_columns_follow_the_attacks(tmp_path: Path) -> None:
+    for seed, (sharp, top) in enumerate([(0.012, 40.0), (0.014, 44.0)]):
+        make_run(tmp_path / f"s{seed}", seed=seed, natural=90, attacks={"FGSM": (FGSM, 50)},
+                 measures=[measure("sam_sharpness", sharp),
+                           measure("hessian", top, key="top_eigenvalue", name="hessian",
+                                   k=1, iterations=20)])
+    make_run(tmp_path / "old", seed=2, natural=91, weight=SAM, attacks={"FGSM": (FGSM, 55)})
+    (table,) = build_tables(collect_runs([tmp_path]), extras=["hessian.trace"])
+    assert table.headers == [NATURAL, "FGSM", AVERAGE, "sam_sharpness", "hessian",
+                             "hessian.trace"]
+    sgd, sam = table.rows
+    assert sgd.values["sam_sharpness"] == [0.012, 0.014]
+    assert table.cell(sgd, "sam_sharpness", 1) == "0.013 ± 0.0014"  # 4 significant digits
+    assert table.cell(sgd, "hessian.trace", 1) == "420 ± 28"
+    assert table.cell(sam, "hessian", 1) == "—"  # a run from before measures
+    assert table.unranked("hessian") and not table.unranked("FGSM")
+    with pytest.raises(SamatError, match=r"--extra hessian\.nope: .* available: "
+                                         r"hessian\.top_eigenvalue, hessian\.trace, "
+                                         r"sam_sharpness\.loss"):
+        build_tables(collect_runs([tmp_path]), extras=["hessian.nope"])
+
+
+def test_same_measure_label_with_other_parameters_splits_the_column(tmp_path: Path) -> None:
+    make_run(tmp_path / "a", natural=90, attacks={}, measures=[measure("sharp", 0.1)])
+    make_run(tmp_path / "b", seed=1, natural=90, attacks={},
+             measures=[measure("sharp", 0.2, rho=0.1, norm="l2", steps=5)])
+    (table,) = build_tables(collect_runs([tmp_path]))
+    assert [m.name for m in table.measures] == ["sharp", "sharp #2"]
+    assert table.rows[0].values == {NATURAL: [90, 90], "sharp": [0.1], "sharp #2": [0.2]}
+
+
+def test_a_run_and_the_same_sweep_point_count_as_one_seed(tmp_path: Path) -> None:
+    for seed in (0, 1, 2):
+        make_run(tmp_path / "sweep" / "sgd" / f"seed={seed}", seed=seed, natural=90 + seed,
+                 attacks={"FGSM": (FGSM, 50)}, finished_at=f"2026-11-30T10:0{seed}:00+0000")
+    make_run(tmp_path / "x", seed=0, natural=90, attacks={"FGSM": (FGSM, 50)},
+             finished_at="2026-11-30T11:00:00+0000")  # the same experiment, seed 0, later
+    (table,) = build_tables(collect_runs([tmp_path / "x", tmp_path / "sweep"]))
+    (row,) = table.rows
+    assert row.seeds == [0, 1, 2] and row.values[NATURAL] == [90, 91, 92]
+    assert tmp_path / "x" in [r.path for r in row.runs]  # the newer one is shown
+    assert (f"{tmp_path / 'sweep' / 'sgd' / 'seed=0'} and {tmp_path / 'x'} are the same "
+            f"experiment and seed (0); showing {tmp_path / 'x'} (finished last)") in table.notes
+    make_run(tmp_path / "x", seed=0, natural=80, attacks={"FGSM": (FGSM, 50)},
+             finished_at="2026-11-30T11:00:00+0000")  # same config and seed, other numbers
+    (table,) = build_tables(collect_runs([tmp_path / "x", tmp_path / "sweep"]))
+    assert table.rows[0].seeds == [0, 1, 2] and table.rows[0].values[NATURAL] == [80, 91, 92]
+    assert any(n.endswith("(finished last); their results differ") for n in table.notes)
+
+
+def test_an_attack_on_fewer_examples_says_so_and_compares_on_them(tmp_path: Path) -> None:
+    task = {"name": "text_classification", "dataset": "demo"}
+    make_run(tmp_path / "st", task=task, natural=70.0, optimizer={"name": "adamw"},
+             attacks={"PSO": ({"name": "pso", "n_examples": 40}, 40.0)},
+             attack_fields={"PSO": {"n_examples": 40, "original_accuracy": 40.0,
+                                    "attack_success_rate": 0.0}})
+    (table,) = build_tables(collect_runs([tmp_path]))
+    assert table.n_examples == {NATURAL: [100], "PSO": [40]}
+    assert [table.title_of(h) for h in table.headers] == [NATURAL, "PSO (n=40)", AVERAGE]
+    assert ("PSO attacked 40 of the 100 examples of Natural; accuracy on those examples before "
+            "the attack ('original_accuracy'): AdamW 40.0") in table.notes
+    make_run(tmp_path / "st", task=task, natural=70.0, optimizer={"name": "adamw"},
+             attacks={"PSO": ({"name": "pso"}, 40.0)})  # the whole evaluation set
+    (table,) = build_tables(collect_runs([tmp_path]))
+    assert table.title_of("PSO") == "PSO" and not any("attacked" in n for n in table.notes)

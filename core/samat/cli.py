@@ -98,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--extra", action="append", default=[], metavar="KEY",
                         help="also show this number from the task's report in metrics.json, "
                         "e.g. w_r for the section 4 model (repeatable)")
+    report.add_argument("--scatter", nargs=2, action="append", default=[],
+                        metavar=("MEASURE", "ATTACK"),
+                        help="a measure against the metric under an attack (or natural) over "
+                        "the runs, with Spearman's rank correlation; a PNG with --out "
+                        "(repeatable)")
     report.add_argument("--against", choices=("paper",),
                         help="add the paper's numbers beside matching rows")
 
@@ -314,7 +319,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     print(write_report(args.paths, fmt=args.format, attack_metric=args.metric,
                        decimals=args.decimals, out=args.out, curves=args.curve,
-                       against=args.against, extras=args.extra), end="")
+                       against=args.against, extras=args.extra, scatter=args.scatter),
+          end="")
     return 0
 
 

@@ -2,12 +2,15 @@
 
 One table per task; one row per method/configuration (runs that differ only in the seed are
 averaged: mean ± sample standard deviation); columns are the natural metric, each attack and
-the average over attacks. Rendered as a terminal table, Markdown, CSV or LaTeX.
+the average over attacks, then each measure. Rendered as a terminal table, Markdown, CSV or
+LaTeX.
 
-Modules: :mod:`~samat.report.runs` (reading run directories), :mod:`~samat.report.labels`
-(naming methods and metrics), :mod:`~samat.report.tables` (grouping and statistics),
-:mod:`~samat.report.render` (the formats), :mod:`~samat.report.references` (published numbers
-beside matching rows), :mod:`~samat.report.plots` (PNGs, matplotlib imported only there) and
+Modules: :mod:`~samat.report.runs` (reading run directories), :mod:`~samat.report.measures`
+(their sharpness and other measures), :mod:`~samat.report.labels` (naming methods and metrics),
+:mod:`~samat.report.tables` (grouping and statistics), :mod:`~samat.report.render` (the
+formats), :mod:`~samat.report.references` (published numbers beside matching rows),
+:mod:`~samat.report.plots` (PNGs, matplotlib imported only there),
+:mod:`~samat.report.scatter` (a measure against robustness, rank-correlated) and
 :mod:`~samat.report.write` (the command).
 """
 

@@ -35,6 +35,17 @@ def short(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def parameters(described: dict[str, Any], hidden: tuple[str, ...] = ()) -> str:
+    """`` (key=value, ...)`` of an attack's or measure's ``describe()`` (``name``, None values
+    and ``hidden`` left out; radii as ``8/255``), or nothing."""
+    def value(key: str, v: Any) -> str:
+        return format_eps(v) if key in ("eps", "alpha") and isinstance(v, float) else short(v)
+
+    shown = ", ".join(f"{k}={value(k, v)}" for k, v in described.items()
+                      if k not in ("name", *hidden) and v is not None)
+    return f" ({shown})" if shown else ""
+
+
 def metric_title(key: str) -> str:
     """How the report titles the result ``key`` (``mIoU``; undeclared: the key)."""
     return registries().metric(key).label

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from samat.errors import SamatError
-from samat.figures import new_figure, save_figure
+from samat.figures import new_figure, save_figure, wrap_title
 from samat.plugins import call_report_plot_hooks
 from samat.recipe import flatten
 from samat.report.labels import metric_title
@@ -45,7 +45,8 @@ def table_slug(table: Table) -> str:
     return slug("_".join(map(str, [task.get("name"), *values])))
 
 
-def _colors(n: int) -> list[Any]:
+def colors(n: int) -> list[Any]:
+    """``n`` distinct colours (tab10, or tab20 beyond 10)."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
@@ -57,7 +58,7 @@ def tradeoff(table: Table, path: Path) -> Path:
     row mean as a large marker with ±1 std bars; reference rows as hollow squares."""
     fig = new_figure()
     ax = fig.add_subplot()
-    for row, color in zip(table.rows, _colors(len(table.rows)), strict=True):
+    for row, color in zip(table.rows, colors(len(table.rows)), strict=True):
         xs, ys = row.values.get(NATURAL, []), row.values.get(AVERAGE, [])
         if not xs or not ys:
             continue
@@ -74,7 +75,7 @@ def tradeoff(table: Table, path: Path) -> Path:
     ax.set_xlabel(f"natural {metric_title(table.metric)} (higher is better)")
     ax.set_ylabel(f"average {metric_title(table.attack_metric)} under attack "
                   f"({better} is better)")
-    ax.set_title(f"Clean vs robust: {table.title}", fontsize=9)
+    ax.set_title(wrap_title(f"Clean vs robust: {table.title}", 6.4), fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return save_figure(fig, path)
@@ -100,24 +101,25 @@ def curve(table: Table, key: str, path: Path) -> Path:
                          "there; e.g. --curve train.weight_perturbation.rho")
     fig = new_figure(10, 4.2)
     axes = fig.subplots(1, 2)
-    colors = _colors(len(lines) + len(flat_rows))
+    palette = colors(len(lines) + len(flat_rows))
     for ax, column in zip(axes, (NATURAL, AVERAGE), strict=True):
-        for (name, points), color in zip(lines.items(), colors, strict=False):
+        for (name, points), color in zip(lines.items(), palette, strict=False):
             xs = sorted(points)
             stats = [mean_std([v for r in points[x] for v in r.values.get(column, [])])
                      for x in xs]
             ax.errorbar(xs, [m for m, _ in stats], yerr=[s or 0 for _, s in stats], marker="o",
                         color=color, capsize=3, label=name)
-        for row, color in zip(flat_rows, colors[len(lines):], strict=True):
+        for row, color in zip(flat_rows, palette[len(lines):], strict=True):
             if row.values.get(column):
                 ax.axhline(mean_std(row.values[column])[0], ls="--", color=color,
                            label=row.label)
-        ax.set_xlabel(key)
-        ax.set_title(f"{column} ({table.attack_metric if column == AVERAGE else table.metric})",
-                     fontsize=9)
+        ax.set_xlabel(wrap_title(key, 5))
+        ax.set_title(wrap_title(
+            f"{column} ({table.attack_metric if column == AVERAGE else table.metric})", 5),
+            fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle(table.title, fontsize=9)
+    fig.suptitle(wrap_title(table.title, 10), fontsize=9)
     return save_figure(fig, path)
 
 
@@ -137,16 +139,22 @@ def check_request(tables: list[Table], curves: list[str]) -> None:
                          "use a dotted recipe key such as train.weight_perturbation.rho")
 
 
+def plot_names(tables: list[Table]) -> list[str]:
+    """Each table's part of its plots' file names: :func:`table_slug`, numbered when two
+    tables would share one."""
+    names: list[str] = []
+    for table in tables:
+        name = table_slug(table)
+        names.append(name if name not in names else f"{name}_{len(names) + 1}")
+    return names
+
+
 def write_plots(runs: list[Run], tables: list[Table], out_dir: Path,
                 curves: list[str]) -> list[Path]:
     """Every plot for ``tables`` (and the plugins' plots for ``runs``) into ``out_dir``."""
     check_request(tables, curves)
     written = []
-    names: list[str] = []
-    for table in tables:
-        name = table_slug(table)
-        name = name if name not in names else f"{name}_{len(names) + 1}"
-        names.append(name)
+    for table, name in zip(tables, plot_names(tables), strict=True):
         written.append(tradeoff(table, out_dir / f"tradeoff_{name}.png"))
         for key in curves:
             if any(not r.reference and key in _flat_keys(r) for r in table.rows):

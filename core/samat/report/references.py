@@ -1,15 +1,18 @@
 """Published numbers beside a report's matching rows (``samat report --against paper``).
 
 Plugins supply them as tables through ``samat_reference_results`` (format: docs/reporting.md):
-a table applies to a report table whose task config and attack metric it matches; each of its
-rows is inserted below the user rows trained with the same method, with values in the columns
-whose attack has the reference column's parameters.
+a table applies to a report table whose task config and attack metric it matches; if the runs
+also have the paper's ``setting`` (model width, depth, ...: task parameters, unset ones taking
+the table's ``defaults``), each of its rows is inserted below the user rows trained with the
+same method, with values in the columns whose attack has the reference column's parameters;
+otherwise a note says which parameter differs.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any
 
 from samat import plugins
@@ -44,6 +47,9 @@ def _problem(table: dict[str, Any]) -> str | None:
                       ("order", list), ("rows", list)):
         if not isinstance(table.get(key), kind):
             return f"'{key}' missing or not a {kind.__name__}"
+    for key in ("setting", "defaults"):
+        if not isinstance(table.get(key, {}), dict):
+            return f"'{key}' is not a mapping"
     if NATURAL not in table["order"]:
         return f"'order' has no {NATURAL}"
     if not all(isinstance(spec, dict) for spec in table["columns"].values()):
@@ -96,20 +102,64 @@ def _add_rows(table: Table, references: list[dict[str, Any]]) -> None:
         return
     rows: list[Row] = []
     notes: dict[str, None] = {}  # the matched tables' notes, once each, in order
+    applicable = []
+    unmatched: dict[str, list[str]] = {}  # why -> the reference tables not compared for it
+    for reference in references:
+        if reference["metric"] != table.attack_metric \
+                or not matches(config_task, reference["task"]):
+            continue
+        differences = setting_differences(config_task, reference)
+        if differences:
+            refs = unmatched.setdefault("; ".join(differences), [])
+            refs += [] if reference["ref"] in refs else [reference["ref"]]
+        else:
+            applicable.append(reference)
+    without = []  # user rows of the paper's setting whose method the paper has no row for
     for row in table.rows:
         rows.append(row)
-        for reference in references:
-            if reference["metric"] != table.attack_metric \
-                    or not matches(config_task, reference["task"]):
-                continue
+        before = len(rows)
+        for reference in applicable:
             for entry in reference["rows"]:
                 if method_matches(row.runs[0].config, entry["method"]):
                     rows.append(_reference_row(table, reference, entry))
                     notes.setdefault(MATCHED)
                     if reference.get("note"):
                         notes.setdefault(str(reference["note"]).strip())
+        if applicable and len(rows) == before:
+            without.append(row.label)
     table.rows = rows
-    table.notes += list(notes) or [UNMATCHED]
+    if notes and without:
+        refs = ", ".join(dict.fromkeys(r["ref"] for r in applicable))
+        notes.setdefault(f"no paper row for {', '.join(without)}: {refs} did not train that "
+                         "method")
+    table.notes += [*notes, *(f"{_where(table)}: not compared with {', '.join(refs)}: {why}"
+                              for why, refs in unmatched.items())] or [UNMATCHED]
+
+
+def setting_differences(task: dict[str, Any], reference: dict[str, Any]) -> list[str]:
+    """How a run's task config departs from the reference table's ``setting`` (a parameter
+    the run leaves unset has the table's ``defaults`` value): ``width 16, the paper's is 64``."""
+    differences = []
+    defaults = reference.get("defaults", {})
+    for key, wanted in reference.get("setting", {}).items():
+        value = task.get(key)
+        value = defaults.get(key) if value is None else value
+        if not _same(value, wanted):
+            differences.append(f"{key} {_shown(value)}, the paper's is {_shown(wanted)}")
+    return differences
+
+
+def _shown(value: Any) -> str:
+    return "unset" if value is None else str(value)
+
+
+def _where(table: Table) -> str:
+    """The runs of ``table`` as one path: the run itself, or the directory holding them."""
+    paths = sorted({str(r.path) for row in table.rows for r in row.runs})
+    try:
+        return paths[0] if len(paths) == 1 else os.path.commonpath(paths) or "the runs"
+    except ValueError:  # absolute and relative paths mixed
+        return "the runs"
 
 
 def _reference_row(table: Table, reference: dict[str, Any], entry: dict[str, Any]) -> Row:

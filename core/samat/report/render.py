@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any
+import textwrap
 
 from samat import results
 from samat.errors import SamatError
-from samat.report.labels import format_eps, short
+from samat.report.labels import parameters
+from samat.report.measures import finite_number, measure_entries, measure_examples
 from samat.report.runs import Run
 from samat.report.tables import NATURAL, Row, Table, mean_std
+
+WIDTH = 100
+"""Lines under the tables are wrapped at this many columns (continuations indented)."""
 
 
 def render(tables: list[Table], fmt: str = "text", decimals: int = 1) -> str:
@@ -34,11 +38,22 @@ def _seeds(row: Row) -> str:
 
 
 def _legend(table: Table) -> list[str]:
+    """One line per attack and measure column (its parameters and, where they differ from
+    Natural's, examples), the examples evaluated, the commits, then the table's notes."""
     lines = []
     for c in table.columns:
-        params = ", ".join(f"{k}={_param(k, v)}" for k, v in c.attack.items()
-                           if k not in ("name", "bounds", "mask") and v is not None)
-        lines.append(f"{c.name}: {c.attack.get('name')}" + (f" ({params})" if params else ""))
+        line = f"{c.name}: {c.attack.get('name')}" + parameters(c.attack, ("bounds", "mask"))
+        if table.title_of(c.name) != c.name:
+            line += f", on {'/'.join(map(str, table.n_examples[c.name]))} examples"
+        lines.append(line)
+    for m in table.measures:
+        n = sorted({k for row in table.rows for r in row.runs for e in measure_entries(r)
+                    if (e["label"], e["measure"], e["key"]) == (m.name.split(" #")[0],
+                                                                m.measure, m.key)
+                    and (k := measure_examples(e))})
+        lines.append(f"{m.name}: measure {m.measure.get('name')}"
+                     + parameters(m.measure, ("n_examples",)) + f", value '{m.key}'"
+                     + (f", on {'/'.join(map(str, n))} examples" if n else ""))
     n = sorted({r.metrics["natural"].get("n_examples") for row in table.rows for r in row.runs
                 if not r.diverged and r.metrics["natural"].get("n_examples") is not None})
     if n:
@@ -48,10 +63,12 @@ def _legend(table: Table) -> list[str]:
     return lines + table.notes
 
 
-def _param(key: str, value: Any) -> str:
-    if key in ("eps", "alpha") and isinstance(value, float):
-        return format_eps(value)
-    return short(value)
+def _wrapped(lines: list[str], first: str, indent: str) -> list[str]:
+    """``lines`` wrapped at :data:`WIDTH`, each started with ``first``, continued with
+    ``indent`` (words never broken: a long value stays whole)."""
+    return [part for line in lines for part in textwrap.wrap(
+        line, WIDTH, initial_indent=first, subsequent_indent=indent, break_long_words=False,
+        break_on_hyphens=False)]
 
 
 def _commit(run: Run) -> str:
@@ -64,19 +81,20 @@ def _commit(run: Run) -> str:
 def _text(table: Table, decimals: int) -> str:
     rows = [[r.label, *(table.cell(r, h, decimals) for h in table.headers), _seeds(r)]
             for r in table.rows]
-    body = results.format_table(["method", *table.headers, "seeds"], rows)
-    return "\n".join([f"{table.title} — {table.direction()}", body, *_legend(table)])
+    body = results.format_table(["method", *map(table.title_of, table.headers), "seeds"], rows)
+    return "\n".join([f"{table.title} — {table.direction()}", body,
+                      *_wrapped(_legend(table), "", "    ")])
 
 
 def _markdown(table: Table, decimals: int) -> str:
-    headers = ["method", *table.headers, "seeds"]
+    headers = ["method", *map(table.title_of, table.headers), "seeds"]
     lines = [f"**{table.title}** — {table.direction()}", "",
              "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in table.rows:
         cells = [r.label, *(table.cell(r, h, decimals) for h in table.headers), _seeds(r)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines += [f"- {line}" for line in _legend(table)]
+    lines += _wrapped(_legend(table), "- ", "  ")
     return "\n".join(lines)
 
 
@@ -93,7 +111,7 @@ def _tex(text: str) -> str:
 
 
 def _latex(table: Table, decimals: int) -> str:
-    headers = ["Method", *table.headers]
+    headers = ["Method", *map(table.title_of, table.headers)]
     best = _best(table)
     lines = [r"\begin{table}[t]", r"\centering",
              rf"\caption{{{_tex(table.title)} ({_tex(table.direction())}); mean $\pm$ std over "
@@ -113,7 +131,7 @@ def _best(table: Table) -> dict[str, Row]:
     """The best user row per column (bold in LaTeX)."""
     best: dict[str, Row] = {}
     for h in table.headers:
-        if h in table.extras:
+        if table.unranked(h):
             continue
         higher = table.higher_is_better if h != NATURAL else True
         scored = [(mean_std(r.values[h])[0], r) for r in table.rows
@@ -135,9 +153,17 @@ def _csv(tables: list[Table]) -> str:
                 if not values:
                     continue
                 mean, std = mean_std(values)
-                metric = (t.metric if h == NATURAL else f"report.{h}" if h in t.extras
-                          else t.attack_metric)
+                metric = (t.metric if h == NATURAL else _extra_metric(r, h) if h in t.extras
+                          else next((f"measures.{m.name}.{m.key}" for m in t.measures
+                                     if m.name == h), t.attack_metric))
                 writer.writerow([t.title, r.label, h, metric,
                                  repr(mean), "" if std is None else repr(std), len(values),
                                  " ".join(map(str, r.seeds)), r.reference or ""])
     return out.getvalue()
+
+
+def _extra_metric(row: Row, key: str) -> str:
+    """Where an ``--extra`` column's numbers come from: ``report.KEY`` or ``measures.LABEL.KEY``."""
+    reported = any(finite_number(r.metrics.get("report", {}).get(key)) is not None
+                   for r in row.runs)
+    return f"report.{key}" if reported else f"measures.{key}"

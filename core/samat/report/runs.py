@@ -11,6 +11,7 @@ from samat import results
 from samat.errors import SamatError
 from samat.plugins import registries
 from samat.recipe import normalize
+from samat.report.measures import measures_problem
 
 
 @dataclass
@@ -121,6 +122,8 @@ def _metrics_problem(metrics: Any) -> str | None:
             for a in attacks):
         return f"'attacks' is not a list of entries with 'label', 'attack' and a number at " \
                f"'{metric}'"
+    if "measures" in metrics and (problem := measures_problem(metrics["measures"])):
+        return problem
     for key in ("report", "task", "versions"):
         if not isinstance(metrics.get(key, {}), dict):
             return f"'{key}' is not a mapping"
