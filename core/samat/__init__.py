@@ -68,6 +68,7 @@ _EXPORTS = {
     "load_pickle": "samat.unpickle",
     "new_figure": "samat.figures",
     "save_figure": "samat.figures",
+    "wrap_title": "samat.figures",
     "ReportRun": "samat.report",
 }
 
