@@ -1,26 +1,23 @@
 """The recipes shipped with samat, by name: ``cifar10/sam`` is ``recipes/cifar10/sam.yaml``.
 
-In a source checkout they are the repository's ``recipes/``; the wheel installs the same
-directory as ``samat/recipes`` (``pyproject.toml``). Files under a directory or with a name
-that starts with ``_`` (``recipes/_shared/``, ``recipes/cifar10/_aa_stadv.yaml``) are fragments
-that recipes extend, not recipes of their own.
+``samat/recipes`` is, in the source checkout, a symlink to the repository's ``recipes/``; building
+the wheel follows it, so an installed samat holds the same files there (package data, like every
+``*.yaml`` of the package). Files under a directory or with a name that starts with ``_``
+(``recipes/_shared/``, ``recipes/cifar10/_aa_stadv.yaml``) are fragments that recipes extend, not
+recipes of their own.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-INSTALLED = _HERE / "recipes"
-"""Where the wheel puts the recipes."""
-CHECKOUT = _HERE.parents[1] / "recipes"
-"""The source checkout's recipes (``core/samat/`` -> ``recipes/``)."""
+RECIPES = Path(__file__).resolve().parent / "recipes"
 SUFFIX = ".yaml"
 
 
 def recipes_root() -> Path:
-    """The directory of the shipped recipes (installed, else the source checkout's)."""
-    return INSTALLED if INSTALLED.is_dir() else CHECKOUT
+    """The directory of the shipped recipes (the checkout's ``recipes/`` in a checkout)."""
+    return RECIPES.resolve()
 
 
 def is_fragment(relative: Path) -> bool:
@@ -31,8 +28,6 @@ def is_fragment(relative: Path) -> bool:
 def recipe_names() -> list[str]:
     """The names of every shipped recipe, sorted (``cifar10/sam``, ``quickstart``, ...)."""
     root = recipes_root()
-    if not root.is_dir():
-        return []
     return sorted(path.relative_to(root).with_suffix("").as_posix()
                   for path in root.rglob(f"*{SUFFIX}")
                   if not is_fragment(path.relative_to(root)))
