@@ -135,6 +135,7 @@ def test_shipped_recipes_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "digits").mkdir()  # an existing path wins over a shipped name
     (tmp_path / "digits" / "sam").write_text("task: toy_duality\ntrain: {epochs: 1}\n")
     assert load_recipe("digits/sam").task.name == "toy_duality"
+    assert len(load_sweep("toy_duality_sweep", build=False).points) == 21  # samat sweep too
     assert main(["validate", "digits/sma"]) == 2
     assert "Did you mean: digits/sam" in capsys.readouterr().err
 
