@@ -667,7 +667,7 @@ def _find_parent(entry: str, including: Path, line: int) -> Path:
 _KEY_PATH = re.compile(r"(?:Unknown [\w ]+ '(?P<quoted>[^'=]+)[^']*'|(?P<plain>[\w.-]+):)")
 
 
-def locate(message: str, sources: dict[str, str], main: Path, overrides: Sequence[str] = ()
+def _locate(message: str, sources: dict[str, str], main: Path, overrides: Sequence[str] = ()
            ) -> str:
     """``message`` (an error about a key path) prefixed with the ``file:line`` of the
     fragment or parent that set that key; unchanged if the key is the main file's, a default
@@ -705,7 +705,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     try:
         recipe = recipe_from_dict(data, overrides)
     except SamatError as exc:
-        located = locate(str(exc), sources, path, overrides)
+        located = _locate(str(exc), sources, path, overrides)
         if located == str(exc):
             raise
         raise SamatError(located) from None
