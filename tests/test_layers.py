@@ -15,7 +15,7 @@ CORE = Path(__file__).resolve().parents[1] / "core" / "samat"
 
 FLOORS = {
     "foundation": {"errors", "atomic", "gitinfo", "lifeline", "seeding", "unpickle", "names",
-                   "interrupts",
+                   "interrupts", "packaged",
                    "checks", "figures"},
     "contract": {"interfaces", "hookspecs"},
     "library": {"batchnorm", "perturb", "weight", "step", "data", "precision", "schedules",

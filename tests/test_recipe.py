@@ -8,7 +8,9 @@ import yaml
 from samat.errors import SamatError
 from samat.recipe import (
     Component,
+    compose_recipe,
     load_recipe,
+    merge,
     normalize,
     parse_number,
     recipe_from_dict,
@@ -154,3 +156,91 @@ def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:
     path.write_text("task: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(SamatError, match="malformed YAML"):
         load_recipe(path)
+
+
+def write(directory: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(text)
+
+
+def test_merge_rules() -> None:
+    base = {"train": {"epochs": 5, "optimizer": {"name": "sgd", "lr": 0.1},
+                      "weight_perturbation": {"name": "sam", "rho": 0.1}},
+            "eval": {"attacks": [{"name": "fgsm"}, {"name": "pgd"}], "n_examples": 10}}
+    over = {"train": {"optimizer": {"lr": 0.05}, "weight_perturbation": {"name": "none"}},
+            "eval": {"attacks": [{"name": "pgd"}], "n_examples": None}}
+    assert merge(base, over) == {
+        "train": {"epochs": 5, "optimizer": {"name": "sgd", "lr": 0.05},  # mappings merge
+                  "weight_perturbation": {"name": "none"}},  # another name: no stray rho
+        "eval": {"attacks": [{"name": "pgd"}], "n_examples": None}}  # lists, null replace
+    assert base["train"]["optimizer"] == {"name": "sgd", "lr": 0.1}  # inputs untouched
+
+
+def test_extends_parents_in_order_then_the_file(tmp_path: Path) -> None:
+    write(tmp_path, {
+        "shared/training.yaml": "train: {epochs: 3, optimizer: {name: sgd, lr: 0.1}}\n",
+        "shared/attacks.yaml": "eval:\n  attacks:\n    - {name: fgsm, eps: 8/255}\n",
+        "base.yaml": "name: base\ndescription: the base\nextends: shared/training.yaml\n"
+                     "task: {name: toy_duality, n: 5}\ntrain: {epochs: 2}\n",
+        "child/sam.yaml": "extends: [../base.yaml, ../shared/attacks.yaml]\n"
+                          "train: {weight_perturbation: {name: sam, rho: 0.1}}\n",
+    })
+    r = load_recipe(tmp_path / "child" / "sam.yaml", ["train.optimizer.lr=0.05"])
+    assert r.name == "sam" and r.description == ""  # a recipe's identity is not inherited
+    assert r.train.epochs == 2 and r.train.optimizer == Component("sgd", {"lr": 0.05})
+    assert r.train.weight_perturbation == Component("sam", {"rho": 0.1})
+    assert [a.column() for a in r.eval.attacks] == ["fgsm-8/255"]
+    data, sources = compose_recipe(tmp_path / "child" / "sam.yaml")
+    assert "extends" not in data
+    assert sources["eval.attacks.0"] == f"{tmp_path / 'child' / '../shared/attacks.yaml'}:3"
+
+
+def test_extends_cycle_names_the_chain(tmp_path: Path) -> None:
+    write(tmp_path, {"a.yaml": "extends: b.yaml\ntask: toy_duality\n",
+                     "b.yaml": "extends: a.yaml\n"})
+    with pytest.raises(SamatError, match=r"a.yaml:1: extends: a cycle \(.*a.yaml -> "
+                       r".*b.yaml -> .*a.yaml\)"):
+        load_recipe(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("extends: [1]\n", "r.yaml:1: extends: expected a recipe file or a list"),
+    ("extends: nope.yaml\n", "r.yaml:1: extends: 'nope.yaml' not found"),
+    ("extends:\n  - f.yaml\n  - gone.yaml\n", "r.yaml:3: extends: 'gone.yaml' not found"),
+])
+def test_bad_extends_name_the_line(tmp_path: Path, text: str, message: str) -> None:
+    write(tmp_path, {"r.yaml": text + "task: toy_duality\ntrain: {epochs: 1}\n",
+                     "f.yaml": "seed: 1\n"})
+    with pytest.raises(SamatError, match=message):
+        load_recipe(tmp_path / "r.yaml")
+
+
+def test_errors_inside_a_fragment_name_its_file_and_line(tmp_path: Path) -> None:
+    write(tmp_path, {
+        "frag.yaml": "train:\n  schedule: {name: step, milestones: [3], gamma: 2}\n"
+                     "  optimizer: {name: sgd, lr: 0.1, momentumm: 0.9}\n",
+        "broken.yaml": "train:\n  epochs: [1\n",
+        "r.yaml": "extends: frag.yaml\ntask: toy_duality\ntrain: {epochs: 4}\n",
+        "s.yaml": "extends: broken.yaml\ntask: toy_duality\n",
+        "t.yaml": "extends: frag.yaml\ntask: toy_duality\ntrain: {epochs: 4, bogus: 1}\n",
+    })
+    with pytest.raises(SamatError) as info:
+        load_recipe(tmp_path / "r.yaml")
+    assert str(info.value).startswith(f"{tmp_path / 'frag.yaml'}:2: train.schedule.gamma: ")
+    with pytest.raises(SamatError, match=r"broken.yaml:3:1: malformed YAML"):
+        load_recipe(tmp_path / "s.yaml")
+    with pytest.raises(SamatError) as info:  # the file's own key: no file prefix, as before
+        load_recipe(tmp_path / "t.yaml")
+    assert str(info.value).startswith("Unknown key 'train.bogus'")
+    # an override that sets the key: the command line is to blame, not the fragment
+    with pytest.raises(SamatError) as info:
+        load_recipe(tmp_path / "r.yaml", ["train.schedule.gamma=3"])
+    assert str(info.value).startswith("train.schedule.gamma: must be in (0, 1], got 3")
+
+
+def test_extends_a_shipped_recipe_by_name(tmp_path: Path) -> None:
+    write(tmp_path, {"mine.yaml": "extends: digits/sam\ntrain: {epochs: 3}\n"})
+    r = load_recipe(tmp_path / "mine.yaml")
+    assert (r.name, r.train.epochs, r.train.weight_perturbation.name) == ("mine", 3, "sam")
+    assert r.train.schedule.milestones == [22, 27]

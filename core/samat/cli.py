@@ -17,7 +17,7 @@ from typing import Any
 
 from samat.errors import DIVERGED_EXIT, STOPPED_EXIT, USAGE_EXIT, SamatError
 
-LIST_KINDS = ("tasks", "attacks", "perturbations", "metrics", "measures")
+LIST_KINDS = ("tasks", "attacks", "perturbations", "metrics", "measures", "recipes")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser("run", help="train and evaluate a recipe")
-    run.add_argument("recipe", help="path to a recipe YAML file")
+    run.add_argument("recipe", help="a recipe YAML file, or a shipped recipe's name (samat list "
+                     "recipes), e.g. cifar10/sam")
     run.add_argument("overrides", nargs="*", metavar="key.path=value",
                      help="override recipe values (the command line wins)")
     run.add_argument("--resume", action="store_true",
@@ -55,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a recipe completely, train nothing")
     validate.add_argument("recipe")
     validate.add_argument("overrides", nargs="*", metavar="key.path=value")
+    validate.add_argument("--print", action="store_true",
+                          help="print the resolved recipe (extends and overrides applied) as "
+                          "YAML, as a run's config.yaml holds it; builds nothing, needs no data")
 
     sweep = sub.add_parser(
         "sweep", help="run a grid of runs (the recipe's sweep: block and/or key=v1,v2 axes)")
@@ -110,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="print JSON")
 
     lister = sub.add_parser("list", help="list registered tasks, attacks, perturbations, "
-                            "metrics or measures")
+                            "metrics or measures, or the shipped recipes")
     lister.add_argument("kind", choices=LIST_KINDS)
     return parser
 
@@ -152,6 +156,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from samat.run import prepare
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if args.print:
+        import yaml
+
+        print(yaml.safe_dump(recipe.as_dict(), sort_keys=False), end="")
+        return 0
     c, _ = prepare(recipe)
     n_params = sum(p.numel() for p in c.model.parameters())
     print(f"{args.recipe}: OK — task {recipe.task.name} ({n_params} parameters), "
@@ -342,6 +351,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from samat.plugins import registries
     from samat.results import format_table
 
+    if args.kind == "recipes":
+        from samat.recipe import shipped_recipes
+
+        print(format_table(["recipe", "description"], [list(r) for r in shipped_recipes()]))
+        return 0
     regs = registries()
     if args.kind == "perturbations":
         groups = [("weight", regs.weight_perturbations), ("input", regs.input_perturbations)]

@@ -37,7 +37,7 @@ from samat.errors import SamatError, first_line
 from samat.evaluation import evaluate, weights_fingerprint
 from samat.locking import RunLock, acquire_unless_alive
 from samat.plugins import call_result_hooks
-from samat.recipe import Recipe, read_yaml, recipe_from_dict
+from samat.recipe import Recipe, compose_recipe, find_recipe, recipe_from_dict
 from samat.run import Components, build_components
 from samat.seeding import set_rng_state
 
@@ -115,7 +115,7 @@ def eval_recipe(source: Source, recipe_path: str | None, overrides: list[str]) -
 
 
 def _read_mapping(path: str) -> dict[str, Any]:
-    data = read_yaml(path)
+    data, _ = compose_recipe(find_recipe(path))
     if not isinstance(data, dict):
         raise SamatError(f"{path}: expected a mapping of keys (eval:, task:, ...) at the top "
                          f"level, got a {type(data).__name__}")

@@ -13,6 +13,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 
 from samat.errors import SamatError
 from samat.names import did_you_mean, unknown_key_message
+from samat.packaged import name_of, packaged_recipe, recipe_names
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _NUMBER_RE = re.compile(rf"^\s*{_NUMBER}\s*$")
@@ -511,7 +513,11 @@ def recipe_from_dict(data: Any, overrides: list[str] = ()) -> Recipe:
 
 def read_yaml(path: str | Path) -> Any:
     """Read a YAML file with ``yaml.safe_load``; errors name the file and line."""
-    path = Path(path)
+    return _read_lines(Path(path))[0]
+
+
+def _read_lines(path: Path) -> tuple[Any, dict[str, int]]:
+    """The data of the YAML file ``path`` and the line of each flattened key path in it."""
     if path.is_dir():
         raise SamatError(f"{path} is a directory, not a recipe file; give a .yaml file (recipes "
                          "live in recipes/)")
@@ -520,7 +526,12 @@ def read_yaml(path: str | Path) -> Any:
             f"recipe file not found: {path} (check the path; recipes live in recipes/)"
         )
     try:
-        data = load_yaml_text(path.read_text(encoding="utf-8"))
+        loader = _StrictLoader(path.read_text(encoding="utf-8"))
+        try:
+            node = loader.get_single_node()
+            data = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -534,15 +545,161 @@ def read_yaml(path: str | Path) -> Any:
         raise SamatError(f"{path}: the file is empty (or only comments); a recipe is a mapping "
                          "with at least a task (see recipes/ and samat list tasks)")
     check_size(data, str(path))
-    return data
+    lines: dict[str, int] = {}
+    _node_lines(node, "", lines)
+    return data, lines
+
+
+def _node_lines(node: yaml.Node, prefix: str, lines: dict[str, int]) -> None:
+    """Record the line of every key and list item under ``node`` (bounded: ``check_size`` has
+    refused alias bombs and cycles)."""
+    if isinstance(node, yaml.MappingNode):
+        children = [(str(key.value), key, value) for key, value in node.value
+                    if isinstance(key, yaml.ScalarNode)]
+    elif isinstance(node, yaml.SequenceNode):
+        children = [(str(i), value, value) for i, value in enumerate(node.value)]
+    else:
+        return
+    for key, marked, value in children:
+        path = f"{prefix}.{key}" if prefix else key
+        lines.setdefault(path, marked.start_mark.line + 1)
+        _node_lines(value, path, lines)
+
+
+EXTENDS = "extends"
+"""The top-level key naming the recipe(s) a recipe is written on top of."""
+OWN_KEYS = ("name", "description")
+"""Top-level keys a recipe does not inherit: its identity (runs go to ``runs/<name>/``)."""
+
+
+def find_recipe(text: str | Path) -> Path:
+    """The recipe file ``text`` names: an existing path wins, else a shipped recipe's name
+    (``cifar10/sam``, with or without ``.yaml``; ``samat list recipes``)."""
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    shipped = packaged_recipe(str(text))
+    if shipped is not None:
+        return shipped
+    name = name_of(str(text))
+    raise SamatError(f"recipe file not found: {path} (no such file, and no shipped recipe named "
+                     f"{name!r}).{did_you_mean(name, recipe_names())} Give a path or a name "
+                     "from samat list recipes")
+
+
+def shipped_recipes() -> list[tuple[str, str]]:
+    """Every shipped recipe's name and ``description`` (what ``samat list recipes`` shows)."""
+    rows = []
+    for name in recipe_names():
+        data = read_yaml(packaged_recipe(name))
+        description = data.get("description", "") if isinstance(data, dict) else ""
+        rows.append((name, str(description or "")))
+    return rows
+
+
+def merge(base: Any, over: Any) -> Any:
+    """``over`` written on top of ``base``: mappings merge key by key, recursively; a scalar, a
+    list or ``null`` in ``over`` replaces; so does a component under another name
+    (``{name: none}`` over ``{name: sam, rho: 0.1}`` is ``{name: none}``: no stray ``rho``)."""
+    if not (isinstance(base, dict) and isinstance(over, dict)) or (
+            "name" in base and "name" in over and base["name"] != over["name"]):
+        return over
+    merged = dict(base)
+    for key, value in over.items():
+        merged[key] = merge(base[key], value) if key in base else value
+    return merged
+
+
+def compose_recipe(path: str | Path) -> tuple[Any, dict[str, str]]:
+    """The data of the recipe file ``path`` with its ``extends:`` resolved (each parent in
+    order, then the file itself, merged by :func:`merge`), and for each flattened key path the
+    ``file:line`` that set it."""
+    data, sources = _compose(Path(path), ())
+    return data, {key: f"{file}:{line}" for key, (file, line) in sources.items()}
+
+
+def _compose(path: Path, chain: tuple[tuple[Path, Path], ...]
+             ) -> tuple[Any, dict[str, tuple[Path, int]]]:
+    data, lines = _read_lines(path)
+    if chain and not isinstance(data, dict):
+        raise SamatError(f"{path}: a recipe that others extend is a mapping of keys (train:, "
+                         f"eval:, ...), got a {type(data).__name__}")
+    if not isinstance(data, dict) or EXTENDS not in data:
+        return data, {key: (path, line) for key, line in lines.items()}
+    real = path.resolve()
+    if any(real == seen for seen, _ in chain):
+        cycle = " -> ".join(str(shown) for _, shown in (*chain, (real, path)))
+        raise SamatError(f"{path}:{lines[EXTENDS]}: extends: a cycle ({cycle}); a recipe "
+                         "cannot extend itself, directly or through others")
+    data = dict(data)
+    merged: Any = {}
+    sources: dict[str, tuple[Path, int]] = {}
+    for entry, line in _parents(data.pop(EXTENDS), path, lines):
+        parent, parent_sources = _compose(_find_parent(entry, path, line),
+                                          (*chain, (real, path)))
+        merged = merge(merged, {k: v for k, v in parent.items() if k not in OWN_KEYS})
+        sources.update({k: v for k, v in parent_sources.items()
+                        if k.split(".", 1)[0] not in OWN_KEYS})
+    sources.update({key: (path, line) for key, line in lines.items()
+                    if key.split(".", 1)[0] != EXTENDS})
+    return merge(merged, data), sources
+
+
+def _parents(value: Any, path: Path, lines: dict[str, int]) -> list[tuple[str, int]]:
+    entries = value if isinstance(value, list) else [value]
+    if not entries or not all(isinstance(e, str) and e.strip() for e in entries):
+        raise SamatError(f"{path}:{lines[EXTENDS]}: extends: expected a recipe file or a list "
+                         f"of them (paths relative to this file, or shipped names), got "
+                         f"{value!r}")
+    if isinstance(value, str):
+        return [(value, lines[EXTENDS])]
+    return [(e, lines.get(f"{EXTENDS}.{i}", lines[EXTENDS])) for i, e in enumerate(entries)]
+
+
+def _find_parent(entry: str, including: Path, line: int) -> Path:
+    """``entry`` of ``including``'s ``extends:``: relative to that file, else a shipped name."""
+    path = including.parent / Path(entry).expanduser()
+    if path.is_file():
+        return path
+    shipped = packaged_recipe(entry, fragments=True)
+    if shipped is not None:
+        return shipped
+    raise SamatError(f"{including}:{line}: extends: {entry!r} not found (no file {path}, and no "
+                     "shipped recipe of that name); give a path relative to this file or a "
+                     "name from samat list recipes")
+
+
+_KEY_PATH = re.compile(r"(?:Unknown [\w ]+ '(?P<quoted>[^'=]+)[^']*'|(?P<plain>[\w.-]+):)")
+
+
+def _locate(message: str, sources: dict[str, str], main: Path, overrides: Sequence[str] = ()
+           ) -> str:
+    """``message`` (an error about a key path) prefixed with the ``file:line`` of the
+    fragment or parent that set that key; unchanged if the key is the main file's, a default
+    or an override's."""
+    match = _KEY_PATH.match(message)
+    if not match:
+        return message
+    key = match.group("quoted") or match.group("plain")
+    related = [o.partition("=")[0].strip() for o in overrides]
+    if any(o == key or o.startswith(f"{key}.") or key.startswith(f"{o}.") for o in related):
+        return message
+    parts = key.split(".")
+    where = next((sources[p] for p in (".".join(parts[:n]) for n in range(len(parts), 0, -1))
+                  if p in sources), None)
+    if where is None or where.rsplit(":", 1)[0] == str(main):
+        return message
+    return f"{where}: {message}"
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Load, override and validate the recipe at ``path``; ``name`` defaults to the file stem.
+    """Load, compose (``extends:``), override and validate the recipe at ``path`` (a file, or
+    a shipped recipe's name: :func:`find_recipe`); ``name`` defaults to the file stem.
 
     A top-level ``sweep:`` block (see :mod:`samat.sweep`) is not part of the run: the recipe
     loads as its base point."""
-    data = read_yaml(path)
+    path = find_recipe(path)
+    data, sources = compose_recipe(path)
     if isinstance(data, dict) and "sweep" in data:
         data = {k: v for k, v in data.items() if k != "sweep"}
         logging.getLogger("samat").info(
@@ -550,7 +707,13 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     if not isinstance(data, dict):
         raise SamatError(f"{path}: expected a mapping of keys (task:, train:, eval:, ...) at the "
                          f"top level, got a {type(data).__name__}: {data!r:.60}")
-    recipe = recipe_from_dict(data, overrides)
+    try:
+        recipe = recipe_from_dict(data, overrides)
+    except SamatError as exc:
+        located = _locate(str(exc), sources, path, overrides)
+        if located == str(exc):
+            raise
+        raise SamatError(located) from None
     if not recipe.name:
-        recipe.name = Path(path).stem
+        recipe.name = path.stem
     return recipe

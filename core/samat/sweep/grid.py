@@ -34,7 +34,14 @@ from samat.errors import SamatError
 from samat.factories import check_components
 from samat.interfaces import Task
 from samat.locking import lock_state
-from samat.recipe import Recipe, load_yaml_text, parse_override, read_yaml, recipe_from_dict
+from samat.recipe import (
+    Recipe,
+    compose_recipe,
+    find_recipe,
+    load_yaml_text,
+    parse_override,
+    recipe_from_dict,
+)
 from samat.run import prepare
 
 MANIFEST = results.SWEEP_MANIFEST
@@ -170,7 +177,8 @@ def load_sweep(recipe_path: str | Path, args: list[str] = (), build: bool | int 
     every point's recipe: names and keys, then by building points as ``samat run`` would —
     every point (``build=True``), none (``False``) or only the point of that index (an
     ``int``). Nothing is written."""
-    data = read_yaml(recipe_path)
+    recipe_path = find_recipe(recipe_path)
+    data, _ = compose_recipe(recipe_path)
     if not isinstance(data, dict):
         raise SamatError(f"{recipe_path}: expected a mapping of keys at the top level")
     data = copy.deepcopy(data)
