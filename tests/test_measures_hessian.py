@@ -69,7 +69,7 @@ def _regression(n: int = 40, d: int = 5, sizes: tuple[int, ...] = (16, 16, 8)
     model = task.build_model()
     bounds = np.cumsum((0, *sizes))
     data = [(torch.from_numpy(x[a:b]), torch.from_numpy(y[a:b])) for a, b in
-            zip(bounds, bounds[1:])]
+            zip(bounds, bounds[1:], strict=False)]
     augmented = np.hstack([x, np.ones((n, 1))])
     return task, model, data, 2 / n * augmented.T @ augmented
 

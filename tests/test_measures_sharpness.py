@@ -21,7 +21,8 @@ from samat.weight.sam import SAM
 def _grad(model, task, data) -> list[torch.Tensor]:
     params = list(model.parameters())
     sizes = [len(y) for _, y in data]
-    loss = sum(task.loss(model(x), y) * n / sum(sizes) for (x, y), n in zip(data, sizes))
+    loss = sum(task.loss(model(x), y) * n / sum(sizes)
+               for (x, y), n in zip(data, sizes, strict=True))
     return list(torch.autograd.grad(loss, params))
 
 
@@ -65,7 +66,7 @@ def test_more_steps_never_lose_and_reach_the_optimum_on_the_circle() -> None:
     optimum = -best.fun - float(np.logaddexp(0, -y * (x @ w)).mean())
     found = [SAMSharpness(rho=rho, steps=k, step_size=rho / 2, n_examples=16)
              .measure(model, task, data)["sharpness"] for k in (1, 2, 4, 8, 40, 200)]
-    assert all(a <= b for a, b in zip(found, found[1:]))
+    assert all(a <= b for a, b in zip(found, found[1:], strict=False))
     assert found[0] < optimum * (1 - 1e-4)  # the first step alone does not reach it here
     assert found[-1] == pytest.approx(optimum, rel=1e-6)
 
@@ -78,11 +79,12 @@ def test_one_step_is_sams_first_step() -> None:
     found = worst_case(model, task, params, data, rho=0.3, steps=1, step_size=0.3)
     assert torch.equal(model.linear.weight, before["linear.weight"])
     sam = SAM(params, torch.optim.SGD, rho=0.3, lr=0.1)
-    for p, g in zip(params, _grad(model, task, data)):
+    for p, g in zip(params, _grad(model, task, data), strict=True):
         p.grad = g
     sam.first_step()
     moved = [p.detach() - before[name] for name, p in model.named_parameters()]
-    assert all(torch.allclose(e, m, rtol=1e-10, atol=1e-14) for e, m in zip(found.epsilon, moved))
+    assert all(torch.allclose(e, m, rtol=1e-10, atol=1e-14)
+               for e, m in zip(found.epsilon, moved, strict=True))
 
 
 @pytest.mark.parametrize("eta", [0.0, 0.01])
@@ -95,23 +97,24 @@ def test_adaptive_ball_first_step_is_asams_and_stays_in_the_ball(eta: float) -> 
     params = list(model.parameters())
     t = [p.detach().abs() + eta for p in params]
     g = _grad(model, task, data)
-    tg = torch.cat([(s * gi).flatten() for s, gi in zip(t, g)])
-    asam = [0.5 * s * s * gi / tg.norm() for s, gi in zip(t, g)]
+    tg = torch.cat([(s * gi).flatten() for s, gi in zip(t, g, strict=True)])
+    asam = [0.5 * s * s * gi / tg.norm() for s, gi in zip(t, g, strict=True)]
     for steps in (1, 5):
         found = worst_case(model, task, params, data, rho=0.5, steps=steps, step_size=0.5,
                            scale=t)
-        ball = torch.cat([(e / s).flatten() for e, s in zip(found.epsilon, t)]).norm()
+        ball = torch.cat([(e / s).flatten() for e, s in zip(found.epsilon, t, strict=True)]).norm()
         assert float(ball) == pytest.approx(0.5, rel=1e-12)
         assert found.epsilon_norm == pytest.approx(0.5, rel=1e-12)
         if steps == 1:
-            assert all(torch.allclose(e, a, rtol=1e-12) for e, a in zip(found.epsilon, asam))
+            assert all(torch.allclose(e, a, rtol=1e-12)
+                       for e, a in zip(found.epsilon, asam, strict=True))
             one = found.perturbed_loss
         else:
             assert found.perturbed_loss >= one
     if eta == 0:
         before = model_state(model)
         sam = SAM(params, torch.optim.SGD, rho=0.5, adaptive=True, lr=0.1)
-        for p, gi in zip(params, g):
+        for p, gi in zip(params, g, strict=True):
             p.grad = gi
         sam.first_step()
         moved = model.linear.weight.detach() - before["linear.weight"]

@@ -49,14 +49,14 @@ def samat_register_measures(register: Register) -> None:
     register("sam_sharpness", "samat.measures:SAMSharpness",
              "Worst-case loss increase in a weight ball of radius rho, by k projected ascent "
              "steps (k=1: SAM's own); l2 or adaptive (ASAM) ball, m-sharpness",
-             example={"rho": 0.05, "steps": 2, "n_examples": 8})
+             example={"rho": 0.05, "steps": 2, "n_examples": 4})
     register("hessian", "samat.measures:HessianSpectrum",
              "Top-k eigenvalues of the loss Hessian (power iteration or Lanczos on "
              "Hessian-vector products) and its trace (Hutchinson)",
-             example={"top_k": 2, "iterations": 3, "trace_samples": 2, "n_examples": 8})
+             example={"iterations": 2, "trace_samples": 2, "n_examples": 4})
     register("input_gradient_norm", "samat.measures:InputGradientNorm",
              "Mean norm of each example's loss gradient with respect to its input (text: the "
-             "embeddings)", example={"n_examples": 8})
+             "embeddings)", example={"n_examples": 4})
 
 
 @hookimpl

@@ -20,6 +20,7 @@ from samat.measures.common import (
     evaluating,
     finite,
     mean_loss,
+    n_items,
     trainable,
     weights,
 )
@@ -240,7 +241,8 @@ class HessianSpectrum(Measure):
             elif self.trace_samples:
                 values["trace"], values["trace_std_error"] = hutchinson(
                     hvp, hvp.n, self.trace_samples, generator, like)
-        values.update(hvp_calls=hvp.calls, n_parameters=hvp.n,
+        values.update(n_examples=sum(map(n_items, batches)), hvp_calls=hvp.calls,
+                      n_parameters=hvp.n,
                       details={"eigenvalues": spectrum.eigenvalues,
                                "converged": spectrum.converged,
                                "iterations_used": spectrum.products})
