@@ -86,10 +86,13 @@ def _top(h: np.ndarray, k: int) -> list[float]:
     return [float(v) for v in values[np.argsort(-np.abs(values))][:k]]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("method", ["power", "lanczos"])
-def test_regression_eigenvalues_and_exact_trace(method: str) -> None:
+def test_regression_eigenvalues_and_exact_trace(method: str, dtype: torch.dtype) -> None:
     task, model, data, h = _regression()
-    values = HessianSpectrum(top_k=3, method=method, iterations=500, tol=1e-10,
+    model, data = model.to(dtype), [(x.to(dtype), y.to(dtype)) for x, y in data]
+    values = HessianSpectrum(top_k=3, method=method, iterations=500,
+                             tol=1e-10 if dtype == torch.float64 else 1e-6,
                              trace="exact").measure(model, task, data)
     assert values["details"]["eigenvalues"] == pytest.approx(_top(h, 3), rel=1e-4)
     assert values["top_eigenvalue"] == values["details"]["eigenvalues"][0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import torch
@@ -18,15 +18,17 @@ Batch = tuple[Any, Tensor]
 
 
 @contextmanager
-def evaluating(model: nn.Module) -> Iterator[None]:
+def evaluating(model: nn.Module, double_backward: bool = False) -> Iterator[None]:
     """Inside the block ``model`` is in eval mode (BatchNorm uses, and never updates, its
-    running statistics; dropout is off), gradients are enabled and scaled dot-product
-    attention uses its math kernel (the fused kernels have no double backward); every
-    module's train/eval mode is restored on exit."""
+    running statistics; dropout is off) and gradients are enabled; with ``double_backward``
+    scaled dot-product attention uses its math kernel (the fused kernels cannot be
+    differentiated twice). Every module's train/eval mode is restored on exit."""
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
-        with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
+        with torch.enable_grad(), ExitStack() as stack:
+            if double_backward:
+                stack.enter_context(sdpa_kernel([SDPBackend.MATH]))
             yield
     finally:
         for module, mode in modes:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -93,7 +94,7 @@ def _orthogonalize(v: Tensor, basis: Sequence[Tensor]) -> Tensor:
 
 def _random_unit(n: int, generator: torch.Generator, like: Tensor,
                  basis: Sequence[Tensor] = ()) -> Tensor:
-    v = torch.randn(n, generator=generator, dtype=torch.float64).to(like)
+    v = torch.randn(n, generator=generator, dtype=like.dtype).to(like.device)
     v = _orthogonalize(v, basis)
     return v / torch.linalg.vector_norm(v)
 
@@ -174,7 +175,7 @@ def hutchinson(hvp: Operator, n: int, samples: int, generator: torch.Generator,
     error of that mean (exact, with error 0, for a diagonal ``H``)."""
     quads = []
     for _ in range(samples):
-        z = (torch.randint(0, 2, (n,), generator=generator) * 2 - 1).to(like)
+        z = torch.randint(0, 2, (n,), generator=generator, dtype=torch.int8).to(like) * 2 - 1
         quads.append(_dot(z, hvp(z)))
     values = torch.tensor(quads, dtype=torch.float64)
     return float(values.mean()), float(values.std() / math.sqrt(samples))
@@ -227,20 +228,23 @@ class HessianSpectrum(Measure):
             raise ValueError(f"measure {self.name}: {error}") from None
 
     def _measure(self, model: nn.Module, task: Task, batches: list[Batch]) -> dict[str, Any]:
-        generator = torch.Generator().manual_seed(self.seed)
-        with evaluating(model):
+        # one stream for the eigensolver, one for the trace: the trace does not depend on
+        # the eigensolver's settings
+        seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(self.seed).spawn(2)]
+        eigen, traced = (torch.Generator().manual_seed(s) for s in seeds)
+        with evaluating(model, double_backward=True):
             hvp = HessianOperator(model, task, trainable(model), batches)
             if self.top_k > hvp.n:
                 raise ValueError(f"top_k={self.top_k} exceeds the model's {hvp.n} parameters")
             like = torch.empty(0, dtype=hvp.dtype, device=hvp.device)
             solve = power_iteration if self.method == "power" else lanczos
-            spectrum = solve(hvp, hvp.n, self.top_k, self.iterations, self.tol, generator, like)
+            spectrum = solve(hvp, hvp.n, self.top_k, self.iterations, self.tol, eigen, like)
             values: dict[str, Any] = {"top_eigenvalue": spectrum.eigenvalues[0]}
             if self.trace == "exact":
                 values["trace"] = exact_trace(hvp, hvp.n, like)
             elif self.trace_samples:
                 values["trace"], values["trace_std_error"] = hutchinson(
-                    hvp, hvp.n, self.trace_samples, generator, like)
+                    hvp, hvp.n, self.trace_samples, traced, like)
         values.update(n_examples=sum(map(n_items, batches)), hvp_calls=hvp.calls,
                       n_parameters=hvp.n,
                       details={"eigenvalues": spectrum.eigenvalues,
