@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -77,11 +77,10 @@ class Spectrum:
     converged: list[bool]
     products: int
     """Hessian-vector products spent."""
-    vectors: list[Tensor] = field(default_factory=list, repr=False)
 
 
 def _dot(a: Tensor, b: Tensor) -> float:
-    return float(torch.dot(a.double(), b.double()))
+    return float(torch.dot(a, b))
 
 
 def _orthogonalize(v: Tensor, basis: Sequence[Tensor]) -> Tensor:
@@ -126,7 +125,7 @@ def power_iteration(hvp: Operator, n: int, top_k: int, iterations: int, tol: flo
         found.append(v)
         values.append(value)
         converged.append(done)
-    return Spectrum(values, converged, products, found)
+    return Spectrum(values, converged, products)
 
 
 def lanczos(hvp: Operator, n: int, top_k: int, iterations: int, tol: float,

@@ -158,27 +158,31 @@ class SAMSharpness(Measure):
             raise ValueError(f"measure {self.name}: {error}") from None
 
     def _measure(self, model: nn.Module, task: Task, batches: list[Batch]) -> dict[str, Any]:
-        if self.m is None:
-            groups = [batches]
-        else:
-            groups = [[b] for b in batches if n_items(b) == self.m]
-        n_used = sum(n_items(b) for group in groups for b in group)
-        if n_used == 0:
-            raise ValueError(f"no group of m={self.m} examples among the "
-                             f"{sum(map(n_items, batches))} evaluation examples")
+        available = sum(map(n_items, batches))
+        if available == 0:
+            raise ValueError("there are no evaluation examples to measure on")
+        groups = [batches] if self.m is None else [[b] for b in batches if n_items(b) == self.m]
+        if not groups:
+            raise ValueError(f"no group of m={self.m} examples among the {available} "
+                             "evaluation examples")
+        totals = dict.fromkeys(("loss", "perturbed_loss", "epsilon_norm",
+                                "forward_backward_passes", "forward_passes"), 0.0)
         with evaluating(model):
             params = trainable(model)
             scale = [p.detach().abs() + self.eta for p in params] if self.adaptive else None
-            found = [worst_case(model, task, params, group, self.rho, self.steps,
-                                self.step_size, scale) for group in groups]
-        mean = {key: sum(getattr(a, key) for a in found) / len(found)
-                for key in ("loss", "perturbed_loss", "epsilon_norm")}
+            for group in groups:  # one group's perturbation in memory at a time
+                found = worst_case(model, task, params, group, self.rho, self.steps,
+                                   self.step_size, scale)
+                for key in totals:
+                    totals[key] += getattr(found, key)
+        mean = {key: totals[key] / len(groups) for key in ("loss", "perturbed_loss",
+                                                          "epsilon_norm")}
         return check_finite_values(self.name, {
             "sharpness": mean["perturbed_loss"] - mean["loss"], **mean,
-            "n_examples": n_used,
-            "n_groups": len(found),
-            "forward_backward_passes": sum(a.forward_backward_passes for a in found),
-            "forward_passes": sum(a.forward_passes for a in found),
+            "n_examples": sum(n_items(b) for group in groups for b in group),
+            "n_groups": len(groups),
+            "forward_backward_passes": int(totals["forward_backward_passes"]),
+            "forward_passes": int(totals["forward_passes"]),
         })
 
     def describe(self) -> dict[str, Any]:
