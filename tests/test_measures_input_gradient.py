@@ -85,7 +85,7 @@ def test_token_inputs_without_embeddings_are_refused() -> None:
     task = _Tokens()
     task.input_embeddings = lambda model: None  # type: ignore[method-assign]
     with pytest.raises(ValueError, match="measure input_gradient_norm: the task's inputs are "
-                       "Tensor, not float tensors"):
+                       "torch.int64 tensors, not float tensors"):
         InputGradientNorm().measure(task.build_model(), task, [(torch.tensor([[1]]),
                                                                 torch.tensor([0]))])
 

@@ -53,7 +53,7 @@ def samat_register_measures(register: Register) -> None:
     register("hessian", "samat.measures:HessianSpectrum",
              "Top-k eigenvalues of the loss Hessian (power iteration or Lanczos on "
              "Hessian-vector products) and its trace (Hutchinson)",
-             example={"iterations": 2, "trace_samples": 2, "n_examples": 4})
+             example={"iterations": 2, "trace_samples": 2, "n_examples": 2})
     register("input_gradient_norm", "samat.measures:InputGradientNorm",
              "Mean norm of each example's loss gradient with respect to its input (text: the "
              "embeddings)", example={"n_examples": 4})

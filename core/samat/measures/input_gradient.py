@@ -54,8 +54,9 @@ def input_gradients(model: nn.Module, task: Task, batch: Batch) -> tuple[Tensor,
         (grad,) = torch.autograd.grad(loss, outputs)
         return grad, "embeddings"
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise ValueError(f"the task's inputs are {type(x).__name__}, not float tensors, and "
-                         "its input_embeddings(model) names no module to differentiate at")
+        kind = f"{x.dtype} tensors" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"the task's inputs are {kind}, not float tensors, and its "
+                         "input_embeddings(model) names no module to differentiate at")
     leaf = x.detach().requires_grad_()
     (grad,) = torch.autograd.grad(task.example_losses(model(leaf), y).sum(), leaf)
     mask = task.input_mask()
