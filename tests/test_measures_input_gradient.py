@@ -28,7 +28,7 @@ def test_toy_gradient_is_analytic_and_masked(norm: str, p: float) -> None:
     values = InputGradientNorm(norm=norm, n_examples=10).measure(model, task, data)
     assert values["input_gradient_norm"] == pytest.approx(float(norms.mean()), rel=1e-6)
     assert values["input_gradient_norm_max"] == pytest.approx(float(norms.max()), rel=1e-6)
-    assert values["wrt"] == "input"
+    assert values["details"] == {"wrt": "input"}
     assert (values["n_examples"], values["forward_backward_passes"]) == (10, 3)
 
 
@@ -75,7 +75,7 @@ def test_token_inputs_are_differentiated_at_the_embeddings() -> None:
     loss = nn.functional.cross_entropy(model[2](embedded.mean(dim=1)), y, reduction="sum")
     (grad,) = torch.autograd.grad(loss, embedded)
     expected = grad.flatten(1).norm(dim=1).mean()
-    assert values["wrt"] == "embeddings"
+    assert values["details"] == {"wrt": "embeddings"}
     assert values["input_gradient_norm"] == pytest.approx(float(expected), rel=1e-6)
     assert all(p.grad is None for p in model.parameters())
     assert not model[0]._forward_hooks

@@ -102,9 +102,9 @@ class InputGradientNorm(Measure):
         return check_finite_values(self.name, {
             "input_gradient_norm": float(per_example.mean()),
             "input_gradient_norm_max": float(per_example.max()),
-            "wrt": wrt,
             "n_examples": len(per_example),
             "forward_backward_passes": len(batches),
+            "details": {"wrt": wrt},
         })
 
     def describe(self) -> dict[str, Any]:

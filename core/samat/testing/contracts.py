@@ -451,7 +451,7 @@ def check_measure(measure: Measure, task: Task, model: nn.Module | None = None,
     """Raise ``AssertionError`` unless ``measure`` keeps the :class:`Measure` contract on
     ``model`` (default: ``task.build_model()``) in eval mode, as samat calls it, and
     ``batches`` (default: :func:`measure_batches`): ``measure()`` returns a JSON dict whose
-    values are finite numbers or strings (lists and the like under ``"details"``), its
+    values are finite numbers (anything else under ``"details"``), its
     :attr:`Measure.key` a finite number among them; weights, buffers, ``.grad``,
     ``requires_grad`` and every module's mode are left as found; a second call returns the
     same values; ``describe()`` JSON with a ``name``. Returns the values."""
@@ -467,12 +467,10 @@ def check_measure(measure: Measure, task: Task, model: nn.Module | None = None,
     _expect(isinstance(values, dict), f"{what}.measure() returned {type(values).__name__}")
     _json(values, f"{what}.measure()")
     for name, value in values.items():
-        if name == "details":
-            continue
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        _expect((number and math.isfinite(value)) or isinstance(value, str),
-                f"{what}.measure()[{name!r}] is {value!r}: values must be finite numbers or "
-                "strings (put lists under 'details')")
+        _expect(name == "details" or (number and math.isfinite(value)),
+                f"{what}.measure()[{name!r}] is {value!r}: values must be finite numbers (put "
+                "anything else under 'details')")
     key = values.get(measure.key)
     _expect(isinstance(key, int | float) and not isinstance(key, bool),
             f"{what}.measure() lacks its key {measure.key!r} as a number: {values}")
