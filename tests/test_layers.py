@@ -20,7 +20,7 @@ FLOORS = {
     "contract": {"interfaces", "hookspecs"},
     "library": {"batchnorm", "perturb", "weight", "step", "data", "precision", "schedules",
                 "registry", "plugins", "builtin", "recipe", "factories", "locking", "results",
-                "distributed", "probe", "testing", "export"},
+                "distributed", "probe", "testing", "export", "measures"},
     "runtime": {"train", "run", "best", "evaluation", "model_eval"},
     "reporting": {"report"},
     "orchestration": {"sweep"},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import subprocess
@@ -26,6 +27,7 @@ from samat.interfaces import (
     Accuracy,
     Attack,
     InputPerturbation,
+    Measure,
     StepResult,
     Task,
     WeightPerturbation,
@@ -35,6 +37,7 @@ from samat.testing import (
     FixtureTask,
     check_attack,
     check_input_perturbation,
+    check_measure,
     check_task,
     check_weight_perturbation,
     fixture_env,
@@ -320,3 +323,51 @@ def test_check_weight_perturbation_catches(fault: str, message: str) -> None:
     check_weight_perturbation(lambda params: _Step(params), _Small())
     with pytest.raises(AssertionError, match=message):
         check_weight_perturbation(lambda params: _Step(params, fault), _Small())
+
+
+class _Measure(Measure):
+    """The summed squared weights, done wrong as ``fault`` says."""
+
+    name = "faulty"
+    key = "size"
+    n_examples = 4
+
+    def __init__(self, fault: str = "") -> None:
+        self.fault, self.calls = fault, 0
+
+    def measure(self, model: nn.Module, task: Task, batches: list) -> dict[str, Any]:
+        self.calls += 1
+        size = sum(float((p.detach() ** 2).sum()) for p in model.parameters())
+        if self.fault == "weights":
+            with torch.no_grad():
+                next(model.parameters()).add_(1)
+        if self.fault == "mode":
+            model.train()
+        values: dict[str, Any] = {"size": size, "examples": sum(len(y) for _, y in batches)}
+        if self.fault == "nan":
+            values["size"] = math.nan
+        if self.fault == "list":
+            values["sizes"] = [size]
+        if self.fault == "random":
+            values["size"] += self.calls
+        return values
+
+
+@pytest.mark.parametrize("name", ["sam_sharpness", "hessian", "input_gradient_norm"])
+def test_check_measure_passes_the_builtin_measures(name: str) -> None:
+    entry = plugins.registries().measures.get(name)
+    values = check_measure(entry.factory(**entry.example, seed=0), FixtureTask(n_test=8))
+    assert values["n_examples"] == entry.example["n_examples"]
+
+
+@pytest.mark.parametrize(("fault", "message"), [
+    ("weights", "changed the model's weights or buffers"),
+    ("mode", "left modules in train mode"),
+    ("nan", r"\['size'\] is nan: values must be finite numbers"),
+    ("list", "put anything else under 'details'"),
+    ("random", "gives other values on a second call"),
+])
+def test_check_measure_catches(fault: str, message: str) -> None:
+    assert check_measure(_Measure(), _Small())["examples"] == 4
+    with pytest.raises(AssertionError, match=message):
+        check_measure(_Measure(fault), _Small())

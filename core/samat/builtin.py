@@ -1,5 +1,6 @@
 """samat's own plugin: plain step, SAM, ASAM, ESAM, LookSAM; identity, PGD and FGSM
-perturbations/attacks; the accuracy metric.
+perturbations/attacks; the measures sam_sharpness, hessian and input_gradient_norm; the
+accuracy metric.
 
 Registered through the ``samat`` entry-point group like any third-party plugin. Factories are
 given as lazy import paths so that loading this plugin imports no torch code.
@@ -41,6 +42,21 @@ def samat_register_weight_perturbations(register: Register) -> None:
     register("looksam", "samat.weight:LookSAMStep",
              "LookSAM: SAM every k steps, reused SAM direction between (Liu et al. 2022)",
              example={"rho": 0.05, "k": 2, "alpha": 0.7}, label="LookSAM")
+
+
+@hookimpl
+def samat_register_measures(register: Register) -> None:
+    register("sam_sharpness", "samat.measures:SAMSharpness",
+             "Worst-case loss increase in a weight ball of radius rho, by k projected ascent "
+             "steps (k=1: SAM's own); l2 or adaptive (ASAM) ball, m-sharpness",
+             example={"rho": 0.05, "steps": 2, "n_examples": 4})
+    register("hessian", "samat.measures:HessianSpectrum",
+             "Top-k eigenvalues of the loss Hessian (power iteration or Lanczos on "
+             "Hessian-vector products) and its trace (Hutchinson)",
+             example={"iterations": 2, "trace_samples": 2, "n_examples": 2})
+    register("input_gradient_norm", "samat.measures:InputGradientNorm",
+             "Mean norm of each example's loss gradient with respect to its input (text: the "
+             "embeddings)", example={"n_examples": 4})
 
 
 @hookimpl

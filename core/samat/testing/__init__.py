@@ -13,7 +13,8 @@ torchrun workers)::
         samat.run("r.yaml", recipe=recipe_from_dict({"task": {"name": "fixture"}, ...}))
 
 :func:`check_task`, :func:`check_model_export`, :func:`check_input_perturbation`,
-:func:`check_attack`, :func:`check_attack_refuses` and :func:`check_weight_perturbation` raise
+:func:`check_attack`, :func:`check_attack_refuses`, :func:`check_weight_perturbation` and
+:func:`check_measure` raise
 ``AssertionError`` where an object breaks the contract of :mod:`samat.interfaces` (samat's
 tests/test_contracts.py runs them on every registered entry)::
 
@@ -26,9 +27,11 @@ from samat.testing.contracts import (
     check_attack,
     check_attack_refuses,
     check_input_perturbation,
+    check_measure,
     check_model_export,
     check_task,
     check_weight_perturbation,
+    measure_batches,
     model_state,
     sample_batch,
 )
@@ -46,5 +49,6 @@ from samat.testing.fixture import (
 
 __all__ = ["EXAMPLE", "PLUGIN_NAME", "TASK_NAME", "FixtureNet", "FixturePlugin", "FixtureTask",
            "check_attack", "check_attack_refuses", "check_input_perturbation",
-           "check_model_export", "check_task", "check_weight_perturbation", "fixture_env",
-           "fixture_plugin", "model_state", "sample_batch", "registered"]
+           "check_measure", "check_model_export", "check_task", "check_weight_perturbation",
+           "fixture_env", "fixture_plugin", "measure_batches", "model_state", "sample_batch",
+           "registered"]

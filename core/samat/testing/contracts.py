@@ -19,6 +19,7 @@ from samat.interfaces import (
     Attack,
     AttackMismatch,
     InputPerturbation,
+    Measure,
     NonFiniteStep,
     StepResult,
     Task,
@@ -433,3 +434,54 @@ def check_model_export(task: Task, name: str, directory: Path, batch_size: int =
         _expect(_same(loaded(x), model(x)),
                 "the loaded model's outputs differ from the exported model's: model_spec() or "
                 "the model_builder does not rebuild the same model")
+
+
+def measure_batches(measure: Measure, task: Task, limit: int = 16) -> list[tuple[Any, Tensor]]:
+    """The batches samat would hand ``measure``: its first ``n_examples`` evaluation examples
+    (at most ``limit``, and the evaluation set's size) in batches of its ``batch_size`` (all in
+    one batch when it has none)."""
+    n = min(measure.n_examples, limit, len(task.eval_dataset()))
+    size = measure.batch_size or n
+    return [sample_batch(task, "eval", min(size, n - start), start)
+            for start in range(0, n, size)]
+
+
+def check_measure(measure: Measure, task: Task, model: nn.Module | None = None,
+                  batches: list[tuple[Any, Tensor]] | None = None) -> dict[str, Any]:
+    """Raise ``AssertionError`` unless ``measure`` keeps the :class:`Measure` contract on
+    ``model`` (default: ``task.build_model()``) in eval mode, as samat calls it, and
+    ``batches`` (default: :func:`measure_batches`): ``measure()`` returns a JSON dict whose
+    values are finite numbers (anything else under ``"details"``), its
+    :attr:`Measure.key` a finite number among them; weights, buffers, ``.grad``,
+    ``requires_grad`` and every module's mode are left as found; a second call returns the
+    same values; ``describe()`` JSON with a ``name``. Returns the values."""
+    what = f"measure {type(measure).__name__}"
+    _check_described(measure.describe(), what)
+    model = task.build_model() if model is None else model
+    model.eval()
+    batches = measure_batches(measure, task) if batches is None else batches
+    before = model_state(model)
+    grads = {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+    flags = [p.requires_grad for p in model.parameters()]
+    values = measure.measure(model, task, batches)
+    _expect(isinstance(values, dict), f"{what}.measure() returned {type(values).__name__}")
+    _json(values, f"{what}.measure()")
+    for name, value in values.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        _expect(name == "details" or (number and math.isfinite(value)),
+                f"{what}.measure()[{name!r}] is {value!r}: values must be finite numbers (put "
+                "anything else under 'details')")
+    key = values.get(measure.key)
+    _expect(isinstance(key, int | float) and not isinstance(key, bool),
+            f"{what}.measure() lacks its key {measure.key!r} as a number: {values}")
+    changed = _changed(model, before)
+    _expect(not changed, f"{what} changed the model's weights or buffers {changed}")
+    after = {n: p.grad for n, p in model.named_parameters()}
+    _expect(all((g is None) == (after[n] is None) and (g is None or torch.equal(g, after[n]))
+                for n, g in grads.items()), f"{what} changed the parameters' .grad")
+    _expect([p.requires_grad for p in model.parameters()] == flags,
+            f"{what} changed the parameters' requires_grad")
+    _expect(not any(m.training for m in model.modules()), f"{what} left modules in train mode")
+    _expect(measure.measure(model, task, batches) == values,
+            f"{what} gives other values on a second call with the same seed")
+    return values
