@@ -10,7 +10,9 @@ its registration's ``example`` (no example: the factory's defaults), as a recipe
   3×8×8 images);
 - an attack on the model of its own plugin's first task (by name), or of the fixture task if
   its plugin registers none (an attack is made for its plugin's models: text attacks for text
-  models).
+  models);
+- a measure on the model of every registered task (measures are task-agnostic: sharpness,
+  Hessian and input gradients must work for images, segmentation, text and the toy model).
 
 What an example needs and this machine may lack is faked offline where tests/text_fixtures.py
 shows how (the text-demo extra's embedded MiniLM becomes a tiny DistilBERT; TextAttack's cache
@@ -38,6 +40,7 @@ from samat.factories import (
     check_keys,
     create_attack,
     create_input_perturbation,
+    create_measure,
     create_task,
     create_weight_perturbation,
     task_params,
@@ -50,6 +53,7 @@ from samat.testing import (
     check_attack,
     check_attack_refuses,
     check_input_perturbation,
+    check_measure,
     check_model_export,
     check_task,
     check_weight_perturbation,
@@ -58,7 +62,7 @@ from samat.testing import (
 )
 
 KINDS = {"task": "tasks", "attack": "attacks", "input_perturbation": "input_perturbations",
-         "weight_perturbation": "weight_perturbations"}
+         "weight_perturbation": "weight_perturbations", "measure": "measures"}
 FIXTURE = {"n_train": 32, "n_test": 16, "n_classes": 10, "image_size": 8}
 """The fixture task perturbations and plugin-less attacks are checked on (10 classes: attacks
 such as AutoAttack and FAB default to 10)."""
@@ -211,6 +215,14 @@ def test_weight_perturbation(name: str) -> None:
 
     assert_named(make(task.build_model().parameters()).describe(), name)
     check_weight_perturbation(make, task)
+
+
+@pytest.mark.parametrize("task_name", params("task"))
+@pytest.mark.parametrize("name", params("measure"))
+def test_measure(name: str, task_name: str) -> None:
+    measure = create_measure(name, run_seed=0, **entry("measure", name).example)
+    assert_named(measure.describe(), name)
+    check_measure(measure, build_task(task_name))
 
 
 # -- entries registered without an example ------------------------------------------------------

@@ -60,14 +60,22 @@ def test_a_run_directory_reproduces_its_own_evaluation(trained: Path, tmp_path: 
     assert not (out / "eval_state").exists()  # removed once every pass is written
 
 
-def test_an_eval_recipe_adds_attacks_to_the_runs(trained: Path, tmp_path: Path) -> None:
+def test_an_eval_recipe_adds_attacks_and_measures_to_the_runs(trained: Path, tmp_path: Path
+                                                               ) -> None:
     extra = tmp_path / "more.yaml"
     extra.write_text(yaml.safe_dump({"eval": {"add_attacks": [
-        {"name": "pgd", "norm": "l2", "eps": 0.5, "alpha": 0.2, "steps": 3, "label": "l2"}]}}))
+        {"name": "pgd", "norm": "l2", "eps": 0.5, "alpha": 0.2, "steps": 3, "label": "l2"}],
+        "add_measures": [{"name": "input_gradient_norm", "n_examples": 32},
+                         {"name": "sam_sharpness", "rho": 0.05, "n_examples": 32}]}}))
     _, metrics = run_eval(str(trained), str(extra), output=str(tmp_path / "eval"))
     ours = json.loads((trained / "metrics.json").read_text())
     assert [a["label"] for a in metrics["attacks"]] == ["pgd-linf-0.2", "fgsm-0.1", "l2"]
     assert without_wall_clock(metrics["attacks"][:2]) == without_wall_clock(ours["attacks"])
+    assert ours["measures"] == []
+    gradient, sharpness = metrics["measures"]
+    assert (gradient["label"], gradient["n_examples"]) == ("input_gradient_norm", 32)
+    assert sharpness["measure"]["rho"] == 0.05 and sharpness["value"] > 0
+    assert sharpness["values"]["perturbed_loss"] > sharpness["values"]["loss"]
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])

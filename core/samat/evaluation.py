@@ -100,7 +100,10 @@ def _measure(c: Any, recipe: Any, label: str, measure: Measure, dataset: Any,
     batches = list(device_batches(loader, c.device, recipe.train.channels_last))
     c.model.eval()
     start = time.perf_counter()
-    values = measure.measure(c.model, c.task, batches)
+    try:
+        values = measure.measure(c.model, c.task, batches)
+    except ValueError as exc:  # a measure's one-line refusal (non-finite loss, bad setting)
+        raise SamatError(f"eval.measures ({label}): {exc}") from None
     seconds = time.perf_counter() - start
     details = values.pop("details", None)
     bad = [k for k, v in values.items()

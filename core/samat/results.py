@@ -233,7 +233,7 @@ def results_table(metrics: dict[str, Any]) -> str:
     if metrics.get("measures"):
         rows = [[m["label"], ", ".join(f"{k}={_cell(v)}" for k, v in m["measure"].items()
                                        if k != "name" and v is not None),
-                 m["key"], m["value"], m.get("n_examples"), f"{m.get('seconds', 0):.1f}"]
+                 m["key"], m["value"], m.get("n_examples"), f"{m.get('seconds', 0):.2g}"]
                 for m in metrics["measures"]]
         parts += ["\nmeasures:", format_table(["measure", "parameters", "value of", "value",
                                                "n", "seconds"], rows)]
