@@ -21,7 +21,7 @@ FLOORS = {
     "library": {"batchnorm", "perturb", "weight", "step", "data", "precision", "schedules",
                 "registry", "plugins", "builtin", "recipe", "factories", "locking", "results",
                 "distributed", "probe", "testing", "export"},
-    "runtime": {"train", "run", "best", "evaluation", "model_eval"},
+    "runtime": {"train", "runner", "best", "evaluation", "model_eval"},
     "reporting": {"report"},
     "orchestration": {"sweep"},
     "commands": {"cli", "launch", "__main__", "__init__"},

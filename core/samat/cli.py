@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_run(args: argparse.Namespace) -> int:
     from samat.lifeline import die_with_parent
     from samat.results import results_table
-    from samat.run import run
+    from samat.runner import run
 
     die_with_parent()
     if args.nproc is not None:
@@ -144,7 +144,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from samat.recipe import load_recipe
-    from samat.run import prepare
+    from samat.runner import prepare
 
     recipe = load_recipe(args.recipe, args.overrides)
     c, _ = prepare(recipe)

@@ -35,7 +35,7 @@ from samat.factories import check_components
 from samat.interfaces import Task
 from samat.locking import lock_state
 from samat.recipe import Recipe, load_yaml_text, parse_override, read_yaml, recipe_from_dict
-from samat.run import prepare
+from samat.runner import prepare
 
 MANIFEST = results.SWEEP_MANIFEST
 SWEEP_KEY = "sweep"
