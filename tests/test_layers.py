@@ -24,7 +24,7 @@ FLOORS = {
     "runtime": {"train", "runner", "best", "evaluation", "model_eval"},
     "reporting": {"report"},
     "orchestration": {"sweep"},
-    "commands": {"cli", "launch", "__main__", "__init__"},
+    "commands": {"cli", "completion", "launch", "__main__", "__init__"},
 }
 MAY_USE = {
     "foundation": {"foundation"},

@@ -154,3 +154,11 @@ def test_yaml_tags_are_not_executed(tmp_path: Path) -> None:
     path.write_text("task: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(SamatError, match="malformed YAML"):
         load_recipe(path)
+
+
+def test_home_is_expanded_in_every_string_value(monkeypatch) -> None:
+    monkeypatch.setenv("HOME", "/home/someone")
+    r = recipe_from_dict({**BASE, "output_dir": "~/runs"}, ["task.root=~/data",
+                                                                "description=a ~/b"])
+    assert r.output_dir == "/home/someone/runs" and r.task.params["root"] == "/home/someone/data"
+    assert r.description == "a ~/b"  # only a leading ~ is a home directory

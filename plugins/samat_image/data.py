@@ -117,13 +117,13 @@ class Splits:
 
 def _missing(what: str, directory: Path, layout: str, fix: str) -> MissingDataError:
     return MissingDataError(
-        f"task.root: {what} not found: expected {directory}/ holding {layout}; {fix}"
+        f"task.root: {what} not found: expected {directory.resolve()}/ holding {layout}; {fix}"
     )
 
 
 def _download_fix(root: Path, folder: str) -> str:
     return (f"set task.download=true to fetch it, or task.root=DIR with DIR the directory "
-            f"containing {folder}/ (now {root})")
+            f"containing {folder}/ (now {root.resolve()})")
 
 
 _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")  # numpy 1 / numpy 2
@@ -191,7 +191,7 @@ def load_cifar(name: str, root: Path, download: bool, augment_train: bool) -> Sp
                                                num_classes)
             except ValueError as error:
                 raise MissingDataError(
-                    f"task.root: {directory / n} is not a {name} pickle ({error}); "
+                    f"task.root: {(directory / n).resolve()} is not a {name} pickle ({error}); "
                     "re-download it with task.download=true") from None
             data.append(images)
             labels.extend(targets)
