@@ -7,7 +7,6 @@ import argparse
 import shlex
 from collections.abc import Iterable
 
-
 RECIPE, DIRECTORY, FILE, NOTHING = "recipe", "dir", "file", "none"
 """What a word completes to, besides a fixed list of choices."""
 
