@@ -140,11 +140,12 @@ def _read_pickle(path: Path, kind: str) -> dict[str, object]:
     """The dict pickled at ``path`` with ``str`` keys (``b'data'`` and ``'data'`` alike),
     decoded as ``pickle.load(encoding="latin1")`` would, no code run."""
     fix = f"replace it with the original {kind} file (task.download=true fetches it)"
-    entry = load_pickle(path, CIFAR_GLOBALS, encoding="latin1", what=f"task.root: {path}",
+    entry = load_pickle(path, CIFAR_GLOBALS, encoding="latin1",
+                        what=f"task.root: {path.resolve()}",
                         hint=fix)
     if not isinstance(entry, dict) or not all(isinstance(k, (str, bytes)) for k in entry):
-        raise MissingDataError(f"task.root: {path} is not a {kind} pickle (expected a dict with "
-                               f"str or bytes keys, got {type(entry).__name__}); {fix}")
+        raise MissingDataError(f"task.root: {path.resolve()} is not a {kind} pickle (expected a "
+                               f"dict with str or bytes keys, got {type(entry).__name__}); {fix}")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
