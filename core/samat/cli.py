@@ -65,7 +65,7 @@ EXAMPLES = {
   samat sweep runs/toy_duality_sweep-sweep --status""",
     "report": """\
   samat report runs/toy_duality_sweep-sweep
-  samat report runs/sgd runs/sam runs/at_linf --format markdown --out ~/report
+  samat report runs/digits_sgd runs/digits_sam runs/digits_at_linf --format markdown --out ~/report
   samat report runs/cifar10_sweep --against paper""",
     "plugins": """\
   samat plugins
