@@ -18,7 +18,7 @@ import torch
 import yaml
 from run_fixtures import kill_on_attack_call, without_wall_clock
 
-from samat import run as run_module
+from samat import runner as run_module
 from samat.best import select
 from samat.errors import SamatError
 from samat.recipe import recipe_from_dict

@@ -158,3 +158,92 @@ def test_errors_in_a_real_process_have_no_traceback(tmp_path: Path, run_cli,
     ]
     bad_args = run_cli("frobnicate", cwd=tmp_path)
     assert bad_args.returncode == 2 and "Traceback" not in bad_args.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "key", "expected"),
+    [
+        (["run", "r.yaml", "--resume", "train.epochs=5"], "overrides", ["train.epochs=5"]),
+        (["run", "r.yaml", "seed=1", "--nproc", "2", "train.epochs=5"], "overrides",
+         ["seed=1", "train.epochs=5"]),
+        (["validate", "r.yaml", "seed=1"], "overrides", ["seed=1"]),
+        (["sweep", "r.yaml", "--launcher", "slurm", "seed=0,1"], "axes", ["seed=0,1"]),
+        (["eval", "src", "--resume", "r.yaml", "seed=1"], "rest", ["r.yaml", "seed=1"]),
+        (["report", "a", "--format", "csv", "b"], "paths", ["a", "b"]),
+    ],
+)
+def test_overrides_and_paths_may_follow_flags(argv: list[str], key: str,
+                                              expected: list[str]) -> None:
+    from samat.cli import _parser
+
+    assert getattr(_parser().parse_args(argv), key) == expected
+
+
+def test_an_unknown_flag_after_overrides_is_still_one_line_exit_2(capsys) -> None:
+    assert main(["validate", "r.yaml", "seed=1", "--bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unrecognized arguments: --bogus" in err
+
+
+@pytest.mark.parametrize("argv", [["list", "attacks"], ["plugins", "--json"]])
+def test_output_into_a_closed_pipe_ends_quietly(argv: list[str], fixture_env) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "samat", *argv], env=fixture_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # `| head` gone before samat writes a byte
+    assert proc.wait(timeout=120) == 141
+    assert proc.stderr.read() == b""
+
+
+def test_home_is_expanded_in_recipe_paths_and_values(tmp_path: Path, monkeypatch,
+                                                     capsys) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, GOOD)
+    assert main(["validate", "~/r.yaml"]) == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path}/r.yaml: OK")
+    assert main(["run", "~/r.yaml", "output_dir=~/out"]) == 0
+    assert (tmp_path / "out" / "metrics.json").is_file() and not (tmp_path / "~").exists()
+    assert main(["report", "~/out", "--format=csv"]) == 0
+    assert "fixture" in capsys.readouterr().out
+
+
+def test_every_command_help_shows_examples(capsys) -> None:
+    from samat.cli import COMMANDS
+
+    for command in COMMANDS:
+        assert main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "\nexamples:\n  samat " + command in out, command
+
+
+def test_bash_completion_script_is_valid_and_completes(tmp_path: Path, capsys) -> None:
+    import shutil
+    import subprocess
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("no bash")
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "samat.bash"
+    script.write_text(capsys.readouterr().out)
+    assert subprocess.run([bash, "-n", str(script)]).returncode == 0
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "sam.yaml").touch()
+    (tmp_path / "recipes" / "notes.txt").touch()
+
+    def complete(*words: str) -> list[str]:
+        call = (f"source {script}; COMP_WORDS=(samat {' '.join(words)}); "
+                f"COMP_CWORD={len(words)}; _samat; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
+        out = subprocess.run([bash, "-c", call], cwd=tmp_path, capture_output=True, text=True)
+        return out.stdout.split()
+
+    assert complete("sw") == ["sweep"]
+    assert complete("list", "p") == ["perturbations"]
+    assert complete("sweep", "r.yaml", "--la") == ["--launcher"]
+    assert complete("sweep", "r.yaml", "--launcher", "s") == ["slurm"]
+    assert complete("run", "recipes/") == ["recipes/sam.yaml"]
+    assert main(["completion", "zsh"]) == 0
+    assert "bashcompinit" in capsys.readouterr().out

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from samat import distributed
-from samat import run as run_module
+from samat import runner as run_module
 from samat.data import EpochBatchSampler, batches_per_epoch, eval_loader, train_loader
 from samat.errors import SamatError
 from samat.interfaces import Accuracy, Metric, Task

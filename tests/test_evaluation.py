@@ -11,8 +11,7 @@ import torch
 import yaml
 from report_fixtures import plugin_registered
 
-from samat import Measure, hookimpl
-from samat import run as run_module
+from samat import Measure, hookimpl, runner
 from samat.errors import SamatError
 from samat.evaluation import STATE_DIR
 
@@ -69,7 +68,7 @@ def measure_plugin():
 
 
 def test_measures_are_recorded_next_to_the_attacks(tmp_path: Path) -> None:
-    metrics = run_module.run(recipe(tmp_path, [{"name": "weight_norm", "scale": 2.0},
+    metrics = runner.run(recipe(tmp_path, [{"name": "weight_norm", "scale": 2.0},
                                                {"name": "weight_norm", "label": "wn16",
                                                 "n_examples": 20, "batch_size": 16}]))
     first, second = metrics["measures"]
@@ -95,19 +94,19 @@ def test_a_resumed_evaluation_keeps_finished_measures(tmp_path: Path) -> None:
                                                        "poison": True}])
     with pytest.raises(SamatError, match=r"eval.measures \(bad\): measure 'weight_norm' "
                                          r"returned norm=nan \(finite numbers only\)"):
-        run_module.run(path)
+        runner.run(path)
     assert not (tmp_path / "run" / "metrics.json").exists()
     assert len(CALLS) == 2
     data = yaml.safe_load(path.read_text())
     data["eval"]["measures"][1]["poison"] = False
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(SamatError, match="differs"):  # the recipe changed: not the same run
-        run_module.run(path, resume=True)
+        runner.run(path, resume=True)
     data["eval"]["measures"][1]["poison"] = True
     path.write_text(yaml.safe_dump(data))
     CALLS.clear()
     with pytest.raises(SamatError, match="returned norm=nan"):
-        run_module.run(path, resume=True)
+        runner.run(path, resume=True)
     assert len(CALLS) == 1  # the first measure was kept from the interrupted evaluation
 
 
@@ -120,6 +119,6 @@ def test_a_resumed_evaluation_keeps_finished_measures(tmp_path: Path) -> None:
 def test_bad_measures_are_refused_before_training(tmp_path: Path, measures: list,
                                                   message: str) -> None:
     with pytest.raises(SamatError, match=message):
-        run_module.run(recipe(tmp_path, measures))
+        runner.run(recipe(tmp_path, measures))
     assert not (tmp_path / "run").exists()
     assert CALLS == []

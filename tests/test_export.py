@@ -16,7 +16,7 @@ from conftest import one_thread
 from torch import nn
 
 import samat
-from samat import run as run_module
+from samat import runner as run_module
 from samat.errors import SamatError
 from samat.export import FORMAT, FORMAT_VERSION, export_model, load_model, model_from_spec
 from samat.interfaces import Task

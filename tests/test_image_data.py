@@ -212,3 +212,17 @@ def test_failed_download_is_a_missing_data_error(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.CIFAR10, "__init__", offline)
     with pytest.raises(MissingDataError, match="fetching cifar10 into .*URLError"):
         data.load_cifar("cifar10", tmp_path, download=True, augment_train=True)
+
+
+def test_task_root_expands_home_and_relative_roots_show_absolute_paths(tmp_path, monkeypatch,
+                                                                       capsys, root):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    make_imagefolder(tmp_path / "pets", classes=("cat", "dog"), per_class=2, side=8)
+    task = ImageClassificationTask(dataset="imagefolder", root="~/pets", model="small_cnn")
+    assert task.root == tmp_path / "pets" and task.splits().num_classes == 2
+    monkeypatch.chdir(tmp_path)
+    code = main(["validate", str(root / "recipes/digits/sgd.yaml"), "task.dataset=cifar10",
+                 "task.root=data"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"expected {tmp_path / 'data' / 'cifar-10-batches-py'}/ holding" in err
+    assert f"(now {tmp_path / 'data'})" in err

@@ -69,7 +69,7 @@ def test_robustbench_record_of_a_real_run(tmp_path: Path) -> None:
     (ℓ∞ radius 1 fools every image in APGD-CE's first steps, so the run is quick.)"""
     pytest.importorskip("torchattacks")
     pytest.importorskip("sklearn")
-    from samat.run import run
+    from samat.runner import run
 
     run_dir = tmp_path / "run"
     run(ROOT / "recipes/digits/sgd.yaml", [

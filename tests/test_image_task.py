@@ -10,7 +10,7 @@ import yaml
 from image_fixtures import make_cifar10, make_cifar100, make_tinyimagenet
 
 from samat.cli import main
-from samat.run import run
+from samat.runner import run
 from samat_image.task import ImageClassificationTask
 
 ROOT = Path(__file__).resolve().parents[1]

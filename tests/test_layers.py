@@ -21,10 +21,10 @@ FLOORS = {
     "library": {"batchnorm", "perturb", "weight", "step", "data", "precision", "schedules",
                 "registry", "plugins", "builtin", "recipe", "factories", "locking", "results",
                 "distributed", "probe", "testing", "export", "measures"},
-    "runtime": {"train", "run", "best", "evaluation", "model_eval"},
+    "runtime": {"train", "runner", "best", "evaluation", "model_eval"},
     "reporting": {"report"},
     "orchestration": {"sweep"},
-    "commands": {"cli", "launch", "__main__", "__init__"},
+    "commands": {"cli", "completion", "launch", "__main__", "__init__"},
 }
 MAY_USE = {
     "foundation": {"foundation"},

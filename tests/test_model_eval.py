@@ -21,7 +21,7 @@ from samat import testing
 from samat.errors import SamatError
 from samat.model_eval import resolve_source, run_eval
 from samat.report import build_tables, collect_runs
-from samat.run import run
+from samat.runner import run
 
 pytestmark = pytest.mark.usefixtures("fixture_task")
 

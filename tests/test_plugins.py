@@ -82,7 +82,7 @@ class ResultListener:
 
 
 def test_on_result_hook_receives_final_metrics(tmp_path) -> None:
-    from samat.run import run
+    from samat.runner import run
 
     listener = ResultListener()
     plugins.register_plugin(listener, "listener")
@@ -153,7 +153,7 @@ class RecordingAttack:
 
 
 def test_attacks_are_told_the_run_directory_and_label(tmp_path) -> None:
-    from samat.run import run
+    from samat.runner import run
 
     plugins.register_plugin(RecordingAttack(), "recording")
     try:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from samat import run as run_module
+from samat import runner as run_module
 from samat.batchnorm import frozen_bn_stats
 from samat.data import to_device, train_loader
 from samat.errors import SamatError

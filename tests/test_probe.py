@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from samat import run as run_module
+from samat import runner as run_module
 from samat.errors import SamatError
 from samat.hookspecs import hookimpl
 from samat.interfaces import Attack, AttackMismatch, Probe

@@ -244,3 +244,10 @@ def test_extends_a_shipped_recipe_by_name(tmp_path: Path) -> None:
     r = load_recipe(tmp_path / "mine.yaml")
     assert (r.name, r.train.epochs, r.train.weight_perturbation.name) == ("mine", 3, "sam")
     assert r.train.schedule.milestones == [22, 27]
+
+def test_home_is_expanded_in_every_string_value(monkeypatch) -> None:
+    monkeypatch.setenv("HOME", "/home/someone")
+    r = recipe_from_dict({**BASE, "output_dir": "~/runs"}, ["task.root=~/data",
+                                                                "description=a ~/b"])
+    assert r.output_dir == "/home/someone/runs" and r.task.params["root"] == "/home/someone/data"
+    assert r.description == "a ~/b"  # only a leading ~ is a home directory

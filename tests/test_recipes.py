@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from samat import run as run_module
+from samat import runner as run_module
 from samat.cli import main
 from samat.errors import MissingDataError
 from samat.packaged import is_fragment, recipe_names

@@ -52,7 +52,7 @@ def test_the_report_imports_no_training_code() -> None:
                           check=True)
     loaded = set(json.loads(done.stdout))
     assert "samat.report.tables" in loaded
-    assert loaded.isdisjoint({"samat.sweep", "samat.run", "samat.train", "torch"}), loaded
+    assert loaded.isdisjoint({"samat.sweep", "samat.runner", "samat.train", "torch"}), loaded
 
 
 class _TranslationPlugin:

@@ -19,7 +19,7 @@ import yaml
 from conftest import one_thread
 from run_fixtures import kill_on_attack_call, without_wall_clock
 
-from samat import run as run_module
+from samat import runner as run_module
 from samat import testing
 from samat.errors import SamatError
 from samat.locking import RunLock
@@ -179,6 +179,16 @@ def test_resuming_a_finished_run_rewrites_nothing(tmp_path: Path) -> None:
     again = run_module.run(recipe, out, resume=True)
     assert again == json.loads(json.dumps(first))
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*")} == before
+
+
+def test_the_function_samat_run_stays_callable_after_a_first_call(tmp_path: Path) -> None:
+    import samat
+
+    recipe = write_recipe(tmp_path, epochs=1, checkpoint_every=None)
+    first = samat.run(recipe, [f"output_dir={tmp_path / 'a'}"])
+    second = samat.run(recipe, [f"output_dir={tmp_path / 'b'}"])  # was: 'module' not callable
+    first, second = without_wall_clock(first), without_wall_clock(second)
+    assert first["natural"] == second["natural"] and first["attacks"] == second["attacks"]
 
 
 def test_a_different_recipe_is_refused_naming_each_differing_value(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -114,14 +115,25 @@ def test_voc_sam_recipe_end_to_end_on_fixture(tmp_path: Path) -> None:
     assert metrics["attacks"][0]["attack"]["eps"] == pytest.approx(1 / 255)
 
 
-def test_unavailable_encoder_weights_one_line(tmp_path: Path, run_cli) -> None:
-    build_voc(tmp_path / "data")
-    result = run_cli("validate", "recipes/voc_sam.yaml", f"task.root={tmp_path / 'data'}",
-                     cwd=ROOT, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
-                     timeout=60)
-    assert result.returncode == 2
-    err = result.stderr.strip().splitlines()
-    assert len(err) == 1 and "encoder_weights=null" in err[0] and "mobilenet_v2" in err[0]
+def test_hf_hub_offline_without_cached_weights_fails_at_once(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    from huggingface_hub import constants
+    from segmentation_models_pytorch.encoders import encoders
+
+    from samat_segmentation.models import check_weights_reachable
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(MissingDataError, match="HF_HUB_OFFLINE is set") as error:
+        check_weights_reachable("mobilenet_v2", "imagenet")
+    assert f"Hugging Face cache ({tmp_path / 'hub'})" in str(error.value)
+    check_weights_reachable("tu-resnet18", "imagenet")  # not smp's own weights: smp decides
+    revision = encoders["mobilenet_v2"]["pretrained_settings"]["imagenet"]["revision"]
+    snapshot = tmp_path / "hub" / "models--smp-hub--mobilenet_v2.imagenet" / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).touch()
+    check_weights_reachable("mobilenet_v2", "imagenet")  # cached: no network needed
 
 
 def test_segmentation_example_losses_skip_ignored_pixels() -> None:
@@ -134,3 +146,59 @@ def test_segmentation_example_losses_skip_ignored_pixels() -> None:
     pixel = F.cross_entropy(logits, target.clamp(max=2), reduction="none")
     torch.testing.assert_close(losses, torch.stack([
         torch.tensor(0.0), pixel[1, 1].mean(), pixel[2].mean(), pixel[3].mean()]))
+
+
+def test_data_roots_as_users_unpack_them(tmp_path: Path) -> None:
+    build_voc(tmp_path / "voc")
+    for root in ("voc", "voc/VOCdevkit", "voc/VOCdevkit/VOC2012"):
+        task = create_task("segmentation", dataset="voc2012", root=str(tmp_path / root))
+        assert len(task.eval_dataset()) == 2, root
+    build_stanford(tmp_path / "downloads" / "iccv09Data")
+    for root in ("downloads", "downloads/iccv09Data"):
+        task = create_task("segmentation", dataset="stanford_background",
+                           root=str(tmp_path / root), seed=1)
+        assert len(task.eval_dataset()) + len(task.train_dataset()) == 6, root
+
+
+@pytest.mark.parametrize(("dataset", "expected"), [
+    ("voc2012", "data/VOCdevkit/VOC2012/JPEGImages/"), ("stanford_background", "data/images/")])
+def test_missing_data_names_absolute_paths(tmp_path: Path, monkeypatch, dataset: str,
+                                           expected: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingDataError) as error:
+        create_task("segmentation", dataset=dataset, root="data")
+    assert f"expected {tmp_path}/{expected}" in str(error.value)
+
+
+def test_failed_voc_download_says_how_to_fetch_it_by_hand(tmp_path: Path, monkeypatch) -> None:
+    import urllib.error
+
+    from torchvision import datasets
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(datasets, "VOCSegmentation", offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingDataError) as error:
+        create_task("segmentation", dataset="voc2012", root="data", download=True)
+    message = str(error.value)
+    assert message.startswith(f"task.download: could not download VOC 2012 into {tmp_path}/data")
+    assert f"VOCtrainval_11-May-2012.tar by hand and extract it in {tmp_path}/data/" in message
+    assert "download=true" not in message
+
+
+def test_imagenet_encoder_weights_offline_fail_in_seconds(tmp_path: Path, run_cli) -> None:
+    build_voc(tmp_path / "data")
+    unreachable = "http://127.0.0.1:9"  # a closed port: every request fails at once, as offline
+    start = time.monotonic()
+    result = run_cli("validate", "recipes/voc_sam.yaml", f"task.root={tmp_path / 'data'}",
+                     cwd=ROOT, env={"HF_HOME": str(tmp_path / "hf"), "HTTPS_PROXY": unreachable,
+                                    "https_proxy": unreachable, "HF_HUB_OFFLINE": "0"},
+                     timeout=120)
+    seconds = time.monotonic() - start
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(err) == 1, result.stderr
+    assert err[0].startswith("samat: error: task.encoder_weights: ") and "unreachable" in err[0]
+    assert "smp-hub/mobilenet_v2.imagenet" in err[0] and "encoder_weights=null" in err[0]
+    assert seconds < 23  # smp's own retries sleep 1+2+4+8+8 s before failing

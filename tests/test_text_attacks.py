@@ -69,6 +69,9 @@ def test_samat_run_headline_recipe_on_fixtures(tmp_path: Path, run_cli, root: Pa
     out = run_cli("run", "recipes/rotten_tomatoes_sam.yaml", *overrides, cwd=root,
                   env={"HOME": str(home)}, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+    # TextAttack's log lines and its dependencies' warnings go to log.txt, not the console
+    assert "textattack:" not in out.stderr and "Warning" not in out.stderr, out.stderr[-2000:]
+    assert "textattack: Goal function" in (run_dir / "log.txt").read_text()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["metric"] == "accuracy" and metrics["natural"]["n_examples"] == 8
     assert metrics["training"]["weight_perturbation"]["rho"] == 0.05

@@ -61,6 +61,13 @@ def test_task_parameter_errors(fixtures: dict[str, Path], tmp_path: Path) -> Non
         _task({**fixtures, "train_csv": bad})
 
 
+def test_a_missing_relative_file_is_named_by_its_absolute_path(
+        fixtures: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingDataError, match=f"^{tmp_path}/data/missing.csv: no such file"):
+        _task({**fixtures, "train_csv": "data/missing.csv"})
+
+
 def test_tensor_attacks_are_refused(fixtures: dict[str, Path]) -> None:
     task = _task(fixtures, n_eval=4)
     model = task.build_model()

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from samat import run as run_module
+from samat import runner as run_module
 from samat.errors import SamatError
 from samat.recipe import recipe_from_dict
 from samat.results import results_table

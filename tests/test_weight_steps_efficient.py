@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from samat import run as run_module
+from samat import runner as run_module
 from samat.batchnorm import frozen_bn_stats
 from samat.errors import SamatError
 from samat.factories import create_weight_perturbation

@@ -49,7 +49,7 @@ _EXPORTS = {
     "create_input_perturbation": "samat.factories",
     "create_weight_perturbation": "samat.factories",
     "load_recipe": "samat.recipe",
-    "run": "samat.run",
+    "run": "samat.runner",
     # exported models: rebuilt without data, weights read from safetensors
     "load_model": "samat.export",
     "model_from_spec": "samat.export",

@@ -1,4 +1,4 @@
-"""Command line: ``samat run | validate | sweep | report | plugins | list``.
+"""Command line: ``samat run | eval | validate | sweep | report | plugins | list | completion``.
 
 Every user error prints one line ``samat: error: ...`` and exits with code 2.
 """
@@ -18,11 +18,66 @@ from typing import Any
 from samat.errors import DIVERGED_EXIT, STOPPED_EXIT, USAGE_EXIT, SamatError
 
 LIST_KINDS = ("tasks", "attacks", "perturbations", "metrics", "measures", "recipes")
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse already exits 2; keep it to one line
         self.exit(2, f"samat: error: {message} (see samat --help)\n")
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> Any:
+        """Positionals after flags (``samat run R --resume key=v``) join the command's list
+        positional (its overrides, axes or paths); a leftover flag is still an error."""
+        namespace, extras = super().parse_known_args(args, namespace)
+        lists = [a for a in self._get_positional_actions() if a.nargs in ("*", "+")]
+        if lists and extras and not any(e.startswith("-") for e in extras):
+            action = lists[-1]
+            late = [action.type(e) if callable(action.type) else e for e in extras]
+            setattr(namespace, action.dest, [*(getattr(namespace, action.dest) or []), *late])
+            extras = []
+        return namespace, extras
+
+
+def _user_path(text: str) -> str:
+    """A path from the command line, ``~`` expanded (also in ``--output=~/x``, which shells
+    leave alone)."""
+    return os.path.expanduser(text)
+
+
+EXAMPLES = {
+    "run": """\
+  samat run recipes/digits/sam.yaml
+  samat run recipes/digits/sam.yaml train.weight_perturbation.rho=0.2 seed=1
+  samat run recipes/digits/sam.yaml --resume train.epochs=5
+  samat run --nproc 2 recipes/cifar10/sam.yaml task.root=~/data/cifar""",
+    "eval": """\
+  samat eval runs/cifar10_sam/20261130-101500 eval.n_examples=1000
+  samat eval colleague.safetensors recipes/cifar10/sgd.yaml --output ~/evals/colleague
+  samat eval timm:resnet18 recipes/cifar10/sgd.yaml --resume task.pretrained=true""",
+    "validate": """\
+  samat validate recipes/digits/sam.yaml
+  samat validate recipes/cifar10/sam.yaml task.root=~/data/cifar train.epochs=1""",
+    "sweep": """\
+  samat sweep recipes/digits/sam.yaml train.weight_perturbation.rho=0.05,0.1,0.2 seed=0,1
+  samat sweep recipes/toy_duality_sweep.yaml --dry-run
+  samat sweep recipes/toy_duality_sweep.yaml --launcher slurm sweep.launcher.partition=gpu
+  samat sweep runs/toy_duality_sweep-sweep --status""",
+    "report": """\
+  samat report runs/toy_duality_sweep-sweep
+  samat report runs/digits_sgd runs/digits_sam runs/digits_at_linf --format markdown --out ~/report
+  samat report runs/cifar10_sweep --against paper""",
+    "plugins": """\
+  samat plugins
+  samat plugins --json | head""",
+    "list": """\
+  samat list tasks
+  samat list attacks | head""",
+    "completion": """\
+  samat completion bash > ~/.local/share/bash-completion/completions/samat
+  eval "$(samat completion zsh)"          # in ~/.zshrc""",
+}
+"""``--help`` examples of each command."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,8 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser("run", help="train and evaluate a recipe")
-    run.add_argument("recipe", help="a recipe YAML file, or a shipped recipe's name (samat list "
-                     "recipes), e.g. cifar10/sam")
+    run.add_argument("recipe", type=_user_path, help="a recipe YAML file, or a shipped "
+                     "recipe's name (samat list recipes), e.g. cifar10/sam")
     run.add_argument("overrides", nargs="*", metavar="key.path=value",
                      help="override recipe values (the command line wins)")
     run.add_argument("--resume", action="store_true",
@@ -43,18 +98,18 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "eval", help="evaluate a trained model: a run directory, a weights file, timm:NAME, "
         "torchvision:NAME or a Hugging Face model (docs/eval.md)")
-    evaluate.add_argument("source", metavar="SOURCE")
+    evaluate.add_argument("source", metavar="SOURCE", type=_user_path)
     evaluate.add_argument("rest", nargs="*", metavar="[RECIPE] key.path=value",
                           help="an eval recipe (needed unless SOURCE is a run directory), then "
                           "overrides")
     evaluate.add_argument("--resume", action="store_true",
                           help="continue the last evaluation of this recipe (or of --output)")
-    evaluate.add_argument("--output", metavar="DIR",
+    evaluate.add_argument("--output", metavar="DIR", type=_user_path,
                           help="eval directory (default: runs/<name>-eval/<time>)")
     evaluate.add_argument("--label", help="the row label in samat report")
 
     validate = sub.add_parser("validate", help="check a recipe completely, train nothing")
-    validate.add_argument("recipe")
+    validate.add_argument("recipe", type=_user_path)
     validate.add_argument("overrides", nargs="*", metavar="key.path=value")
     validate.add_argument("--print", action="store_true",
                           help="print the resolved recipe (extends and overrides applied) as "
@@ -62,11 +117,11 @@ def _parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser(
         "sweep", help="run a grid of runs (the recipe's sweep: block and/or key=v1,v2 axes)")
-    sweep.add_argument("recipe", metavar="RECIPE_OR_SWEEP_DIR",
+    sweep.add_argument("recipe", metavar="RECIPE_OR_SWEEP_DIR", type=_user_path,
                        help="a recipe YAML file, or a sweep directory (its sweep.json)")
     sweep.add_argument("axes", nargs="*", metavar="key.path=v1,v2|key.path=value",
                        help="grid axes (comma-separated values) or overrides for every point")
-    sweep.add_argument("--output", metavar="DIR",
+    sweep.add_argument("--output", metavar="DIR", type=_user_path,
                        help="sweep directory (default: output_dir, else runs/<name>-sweep)")
     sweep.add_argument("--launcher", choices=("local", "slurm", "ray"),
                        help="where points run (default: the recipe's sweep.launcher, else local)")
@@ -88,13 +143,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="slurm: wait for the submitted points, then print the table")
 
     report = sub.add_parser("report", help="paper-style tables and plots from run directories")
-    report.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_DIR")
+    report.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_DIR", type=_user_path)
     report.add_argument("--format", default="text", choices=("text", "markdown", "csv", "latex"),
                         help="what to print (default text); --out writes every format")
     report.add_argument("--metric", help="attack-result key for the attack columns, e.g. "
                         "attack_success_rate (default: the task's metric)")
     report.add_argument("--decimals", type=int, default=1)
-    report.add_argument("--out", metavar="DIR",
+    report.add_argument("--out", metavar="DIR", type=_user_path,
                         help="write report.md, report.csv, report.tex and PNG plots here")
     report.add_argument("--curve", action="append", default=[], metavar="KEY",
                         help="also plot metrics against this config key, e.g. "
@@ -116,13 +171,20 @@ def _parser() -> argparse.ArgumentParser:
     lister = sub.add_parser("list", help="list registered tasks, attacks, perturbations, "
                             "metrics or measures, or the shipped recipes")
     lister.add_argument("kind", choices=LIST_KINDS)
+
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    for name, command in sub.choices.items():
+        if name in EXAMPLES:
+            command.epilog = "examples:\n" + EXAMPLES[name]
+            command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from samat.lifeline import die_with_parent
     from samat.results import results_table
-    from samat.run import run
+    from samat.runner import run
 
     die_with_parent()
     if args.nproc is not None:
@@ -153,7 +215,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from samat.recipe import load_recipe
-    from samat.run import prepare
+    from samat.runner import prepare
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.print:
@@ -373,12 +435,31 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from samat.completion import completion_script
+
+    print(completion_script(_parser(), args.shell), end="")
+    return 0
+
+
 COMMANDS = {"run": _cmd_run, "eval": _cmd_eval, "validate": _cmd_validate, "sweep": _cmd_sweep,
-            "report": _cmd_report, "plugins": _cmd_plugins, "list": _cmd_list}
+            "report": _cmd_report, "plugins": _cmd_plugins, "list": _cmd_list,
+            "completion": _cmd_completion}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``samat`` console script."""
+    """Entry point of the ``samat`` console script. Output into a pipe closed early (``samat
+    list tasks | head``) ends quietly with 141, as a tool killed by SIGPIPE."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # exit's flush: quiet
+        return BROKEN_PIPE_EXIT
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
     try:
         args = parser.parse_args(argv)

@@ -46,7 +46,7 @@ SAVE_EVERY_S = 2.0
 
 def evaluate(components: Any, recipe: Any, state_dir: Path | None = None) -> dict[str, Any]:
     """Natural metric and every attack's metric of ``components`` (a
-    :class:`samat.run.Components`) on the first ``eval.n_examples`` examples, in float32;
+    :class:`samat.runner.Components`) on the first ``eval.n_examples`` examples, in float32;
     under torchrun sharded across ranks. With ``state_dir`` (rank 0's run directory) finished
     passes and the pass under way are kept there and picked up again (see the module
     docstring); the state is removed once every pass has finished."""

@@ -38,7 +38,7 @@ from samat.evaluation import evaluate, weights_fingerprint
 from samat.locking import RunLock, acquire_unless_alive
 from samat.plugins import call_result_hooks
 from samat.recipe import Recipe, compose_recipe, find_recipe, recipe_from_dict
-from samat.run import Components, build_components
+from samat.runner import Components, build_components
 from samat.seeding import set_rng_state
 
 log = logging.getLogger("samat")

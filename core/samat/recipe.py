@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import re
 import types
 import typing
@@ -48,6 +49,18 @@ def normalize(value: Any) -> Any:
         return {k: normalize(v) for k, v in value.items()}
     if isinstance(value, list):
         return [normalize(v) for v in value]
+    return value
+
+
+def expand_home(value: Any) -> Any:
+    """``value`` with every string that starts with ``~`` (``output_dir: ~/runs``,
+    ``task.root=~/data``) expanded to the home directory, at any depth."""
+    if isinstance(value, str):
+        return os.path.expanduser(value) if value.startswith("~") else value
+    if isinstance(value, dict):
+        return {k: expand_home(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_home(v) for v in value]
     return value
 
 
@@ -506,14 +519,14 @@ def recipe_from_dict(data: Any, overrides: list[str] = ()) -> Recipe:
     for text in overrides:
         apply_override(data, *parse_override(text))
     check_finite(normalize(data))
-    recipe = _dataclass(Recipe, data, "")
+    recipe = _dataclass(Recipe, expand_home(data), "")
     _check_ranges(recipe)
     return recipe
 
 
 def read_yaml(path: str | Path) -> Any:
     """Read a YAML file with ``yaml.safe_load``; errors name the file and line."""
-    return _read_lines(Path(path))[0]
+    return _read_lines(Path(path).expanduser())[0]
 
 
 def _read_lines(path: Path) -> tuple[Any, dict[str, int]]:

@@ -117,13 +117,13 @@ class Splits:
 
 def _missing(what: str, directory: Path, layout: str, fix: str) -> MissingDataError:
     return MissingDataError(
-        f"task.root: {what} not found: expected {directory}/ holding {layout}; {fix}"
+        f"task.root: {what} not found: expected {directory.resolve()}/ holding {layout}; {fix}"
     )
 
 
 def _download_fix(root: Path, folder: str) -> str:
     return (f"set task.download=true to fetch it, or task.root=DIR with DIR the directory "
-            f"containing {folder}/ (now {root})")
+            f"containing {folder}/ (now {root.resolve()})")
 
 
 _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")  # numpy 1 / numpy 2
@@ -140,11 +140,12 @@ def _read_pickle(path: Path, kind: str) -> dict[str, object]:
     """The dict pickled at ``path`` with ``str`` keys (``b'data'`` and ``'data'`` alike),
     decoded as ``pickle.load(encoding="latin1")`` would, no code run."""
     fix = f"replace it with the original {kind} file (task.download=true fetches it)"
-    entry = load_pickle(path, CIFAR_GLOBALS, encoding="latin1", what=f"task.root: {path}",
+    entry = load_pickle(path, CIFAR_GLOBALS, encoding="latin1",
+                        what=f"task.root: {path.resolve()}",
                         hint=fix)
     if not isinstance(entry, dict) or not all(isinstance(k, (str, bytes)) for k in entry):
-        raise MissingDataError(f"task.root: {path} is not a {kind} pickle (expected a dict with "
-                               f"str or bytes keys, got {type(entry).__name__}); {fix}")
+        raise MissingDataError(f"task.root: {path.resolve()} is not a {kind} pickle (expected a "
+                               f"dict with str or bytes keys, got {type(entry).__name__}); {fix}")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
@@ -191,7 +192,7 @@ def load_cifar(name: str, root: Path, download: bool, augment_train: bool) -> Sp
                                                num_classes)
             except ValueError as error:
                 raise MissingDataError(
-                    f"task.root: {directory / n} is not a {name} pickle ({error}); "
+                    f"task.root: {(directory / n).resolve()} is not a {name} pickle ({error}); "
                     "re-download it with task.download=true") from None
             data.append(images)
             labels.extend(targets)

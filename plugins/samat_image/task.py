@@ -67,8 +67,8 @@ class ImageClassificationTask(Task):
         self.options = {k: v for k, v in (("width", width), ("depth", depth),
                                           ("dropout", dropout)) if v is not None}
         check_model(model, self.options)
-        self.dataset, self.root, self.download, self.model_name = dataset, Path(root), download,\
-            model
+        self.dataset, self.download, self.model_name = dataset, download, model
+        self.root = Path(root).expanduser()
         self.augment = dataset != "digits" if augment is None else bool(augment)
         self.resize, self.n_train, self.seed = resize, n_train, int(seed)
         self._splits: data.Splits | None = None

@@ -28,14 +28,18 @@ VOC_CLASSES = (
 STANFORD_CLASSES = (
     "sky", "tree", "road", "grass", "water", "building", "mountain", "foreground object",
 )
-VOC_URL_HINT = (
-    "download VOCtrainval_11-May-2012.tar from http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ "
-    "and extract it there, or set task.download=true"
-)
+VOC_TAR_URL = "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
 STANFORD_URL_HINT = (
     "download iccv09Data.tar.gz from http://dags.stanford.edu/projects/scenedataset.html "
-    "and extract it so that images/ and labels/ are directly inside"
+    "and extract it there (task.root may be iccv09Data/ or the folder holding it)"
 )
+
+
+def voc_fix(root: Path, download: bool) -> str:
+    """How to obtain VOC 2012 under ``root``; never "set task.download=true" when it is set."""
+    fetch = (f"fetch {VOC_TAR_URL} by hand and extract it in {root.resolve()}/ (it unpacks to "
+             "VOCdevkit/VOC2012/)")
+    return fetch if download else f"{fetch}, or set task.download=true"
 
 
 def load_image(path: Path) -> Tensor:
@@ -49,10 +53,10 @@ def read_list(path: Path, what: str) -> list[str]:
     """Image ids, one per line (first whitespace-separated field; ``/a/b/id.jpg`` forms of the
     SBD "aug" lists are reduced to ``id``)."""
     if not path.is_file():
-        raise MissingDataError(f"{what}: list file {path} not found")
+        raise MissingDataError(f"{what}: list file {path.resolve()} not found")
     ids = [Path(line.split()[0]).stem for line in path.read_text().splitlines() if line.strip()]
     if not ids:
-        raise MissingDataError(f"{what}: list file {path} is empty")
+        raise MissingDataError(f"{what}: list file {path.resolve()} is empty")
     return ids
 
 
@@ -88,8 +92,12 @@ def read_voc_mask(path: Path) -> Tensor:
 
 
 def voc_dir(root: Path) -> Path:
-    """``root`` itself if it is ``VOC2012``-like, else ``root/VOCdevkit/VOC2012``."""
-    return root if (root / "JPEGImages").is_dir() else root / "VOCdevkit" / "VOC2012"
+    """The ``VOC2012`` folder as users unpack it: ``root`` itself, ``root/VOC2012``
+    (``root`` is ``VOCdevkit/``) or ``root/VOCdevkit/VOC2012``, where the tar puts it."""
+    for base in (root, root / "VOC2012"):
+        if (base / "JPEGImages").is_dir():
+            return base
+    return root / "VOCdevkit" / "VOC2012"
 
 
 def voc_download(root: Path) -> None:
@@ -99,10 +107,10 @@ def voc_download(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     try:
         VOCSegmentation(str(root), year="2012", image_set="train", download=True)
-    except OSError as exc:  # URLError and socket errors are OSErrors
+    except (OSError, RuntimeError) as exc:  # URLError, socket errors; a corrupt archive
         raise MissingDataError(
-            f"task.download: could not download VOC 2012 into {root} ({exc}); {VOC_URL_HINT} "
-            "by hand"
+            f"task.download: could not download VOC 2012 into {root.resolve()} ({exc}); "
+            f"{voc_fix(root, download=True)}"
         ) from None
 
 
@@ -118,8 +126,9 @@ def voc_dataset(root: Path, split: str, list_file: Path | None, transform: Trans
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         if not (base / sub).is_dir():
             raise MissingDataError(
-                f"task.root: VOC 2012 not found: expected {base / sub}/ (VOCdevkit/VOC2012 layout "
-                f"under task.root={root}); {VOC_URL_HINT}"
+                f"task.root: VOC 2012 not found: expected {(base / sub).resolve()}/ "
+                f"(task.root may be VOC2012/, VOCdevkit/ or the folder holding VOCdevkit/; now "
+                f"{root.resolve()}); {voc_fix(root, download)}"
             )
     ids = read_list(list_file or base / "ImageSets" / "Segmentation" / f"{split}.txt",
                     f"VOC {split} list")
@@ -151,23 +160,31 @@ def read_regions(path: Path, ignore_index: int = 255) -> Tensor:
     return torch.from_numpy(labels)
 
 
+def stanford_dir(root: Path) -> Path:
+    """The folder with ``images/`` and ``labels/``: ``root`` itself or ``root/iccv09Data``
+    (``root`` holds the unpacked archive)."""
+    unpacked = root / "iccv09Data"
+    return unpacked if not (root / "images").is_dir() and unpacked.is_dir() else root
+
+
 def stanford_dataset(root: Path, split: str, list_file: Path | None, transform: Transform,
                      seed: int, val_fraction: float, ignore_index: int) -> PairDataset:
     """Stanford Background ``split``: the ids in ``list_file`` if given, else a deterministic
     split of the sorted ids (a ``val_fraction`` share drawn with ``seed`` is ``val``)."""
-    images_dir, labels_dir = root / "images", root / "labels"
+    base = stanford_dir(root)
+    images_dir, labels_dir = base / "images", base / "labels"
     for d in (images_dir, labels_dir):
         if not d.is_dir():
             raise MissingDataError(
-                f"task.root: Stanford Background not found: expected {d}/ (iccv09 layout with "
-                f"images/*.jpg and labels/*.regions.txt); {STANFORD_URL_HINT}"
+                f"task.root: Stanford Background not found: expected {d.resolve()}/ (iccv09 "
+                f"layout with images/*.jpg and labels/*.regions.txt); {STANFORD_URL_HINT}"
             )
     if list_file is not None:
         ids = read_list(list_file, f"Stanford Background {split} list")
     else:
         all_ids = sorted(p.stem for p in images_dir.glob("*.jpg"))
         if len(all_ids) < 2:
-            raise MissingDataError(f"task.root: fewer than 2 images in {images_dir}")
+            raise MissingDataError(f"task.root: fewer than 2 images in {images_dir.resolve()}")
         order = np.random.default_rng(seed).permutation(len(all_ids))
         n_val = min(max(1, round(val_fraction * len(all_ids))), len(all_ids) - 1)
         chosen = order[:n_val] if split == "val" else order[n_val:]
@@ -182,5 +199,5 @@ def _check_exist(paths: Sequence[Path], what: str) -> None:
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise MissingDataError(
-            f"{what}: {len(missing)} listed file(s) missing, first {missing[0]}"
+            f"{what}: {len(missing)} listed file(s) missing, first {missing[0].resolve()}"
         )

@@ -62,17 +62,67 @@ def _safe_pooling_batchnorm(network: nn.Module) -> None:
                     module[index] = safe
 
 
-def _weights_help(encoder: str, weights: str) -> str:
+WEIGHT_FILES = ("config.json", "model.safetensors")
+"""What smp fetches from the hub for an encoder's named weights."""
+PROBE_TIMEOUT_S = 5.0
+
+
+def _weights_help(encoder: str, weights: str, why: str = "not downloadable (offline?)") -> str:
     from huggingface_hub import constants
 
+    hub = _hub_settings(encoder, weights)
+    fetch = ("Run once with internet access" if hub is None else
+             f"Fetch them where there is internet (`huggingface-cli download {hub[0]} "
+             f"{' '.join(WEIGHT_FILES)} --revision {hub[1]}`, i.e. "
+             f"{_hub_url(hub, WEIGHT_FILES[1])})")
     return (
         f"task.encoder_weights: cannot load '{weights}' weights for encoder '{encoder}': not in "
-        f"the Hugging Face cache ({constants.HF_HUB_CACHE}) and not downloadable (offline?). "
-        f"Run once with internet access, copy a cache that has them to that path (or point "
-        f"HF_HOME/HF_HUB_CACHE at one), pass a local encoder state dict with "
-        f"task.encoder_weights=/path/to/encoder.safetensors, or set task.encoder_weights=null "
-        f"for random initialisation"
+        f"the Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}. {fetch} and copy that "
+        f"cache to this path (or point HF_HOME/HF_HUB_CACHE at one), pass a local encoder state "
+        f"dict with task.encoder_weights=/path/to/encoder.safetensors, or set "
+        f"task.encoder_weights=null for random initialisation"
     )
+
+
+def _hub_settings(encoder: str, weights: str) -> tuple[str, str] | None:
+    """``(repo_id, revision)`` of smp's named weights on the hub; None for other encoders
+    (timm's ``tu-``) or unknown names (smp's own error says which exist)."""
+    from segmentation_models_pytorch.encoders import encoders
+
+    settings = encoders.get(encoder, {}).get("pretrained_settings", {}).get(weights)
+    return None if settings is None else (settings["repo_id"], settings["revision"])
+
+
+def _hub_url(hub: tuple[str, str], filename: str) -> str:
+    from huggingface_hub import hf_hub_url
+
+    return hf_hub_url(hub[0], filename, revision=hub[1])
+
+
+def check_weights_reachable(encoder: str, weights: str) -> None:
+    """Fail in seconds, with one line, where smp would retry the hub for half a minute: the
+    named weights are neither in the local cache nor reachable (offline, or
+    ``HF_HUB_OFFLINE=1``)."""
+    from urllib.error import HTTPError, URLError
+    from urllib.request import Request, urlopen
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    hub = _hub_settings(encoder, weights)
+    if hub is None or all(isinstance(try_to_load_from_cache(hub[0], f, revision=hub[1]), str)
+                          for f in WEIGHT_FILES):
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise MissingDataError(_weights_help(encoder, weights, "HF_HUB_OFFLINE is set"))
+    try:
+        urlopen(Request(_hub_url(hub, WEIGHT_FILES[0]), method="HEAD"),
+                timeout=PROBE_TIMEOUT_S).close()
+    except HTTPError:
+        return  # the hub answers; smp's own download reports what it says
+    except (URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise MissingDataError(_weights_help(
+            encoder, weights, f"{constants.ENDPOINT} is unreachable ({reason})")) from None
 
 
 def build_deeplabv3(encoder: str, encoder_weights: str | None, num_classes: int,
@@ -86,6 +136,8 @@ def build_deeplabv3(encoder: str, encoder_weights: str | None, num_classes: int,
     local = encoder_weights is not None and (
         os.sep in encoder_weights or Path(encoder_weights).suffix in (".safetensors", ".pt", ".pth")
     )
+    if encoder_weights is not None and not local:
+        check_weights_reachable(encoder, encoder_weights)
     try:
         network = smp.DeepLabV3(
             encoder_name=encoder, encoder_weights=None if local else encoder_weights,

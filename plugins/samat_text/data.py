@@ -33,7 +33,7 @@ def read_file(path: str | Path, text_column: str = "text",
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise MissingDataError(f"{path}: no such file (a csv/parquet/json file with "
+        raise MissingDataError(f"{path.absolute()}: no such file (a csv/parquet/json file with "
                                f"'{text_column}' and '{label_column}' columns)")
     suffix = path.suffix.lower()
     readers = {
@@ -55,13 +55,14 @@ def read_file(path: str | Path, text_column: str = "text",
 
 def load_rotten_tomatoes(eval_split: str) -> tuple[Examples, Examples]:
     """Rotten Tomatoes (Pang & Lee 2005) from the Hugging Face hub or its local cache."""
-    try:
-        import datasets
+    import datasets
 
+    try:
         splits = datasets.load_dataset("rotten_tomatoes")
     except Exception as exc:  # datasets raises ConnectionError, FileNotFoundError, ...
         raise MissingDataError(
-            f"task.dataset=rotten_tomatoes: not in the Hugging Face datasets cache and not "
+            f"task.dataset=rotten_tomatoes: not in the Hugging Face datasets cache "
+            f"({Path(datasets.config.HF_DATASETS_CACHE).absolute()}) and not "
             f"downloadable ({type(exc).__name__}); run `python -c \"import datasets; "
             "datasets.load_dataset('rotten_tomatoes')\"` with internet (or copy its cache, "
             "HF_DATASETS_CACHE), or export it to files and use dataset=files with "

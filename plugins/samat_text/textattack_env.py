@@ -2,16 +2,19 @@
 
 On import TextAttack downloads NLTK data unless a marker file exists in its cache, overwrites
 ``HF_HOME``/``XDG_CACHE_HOME``/... when ``TA_CACHE_DIR`` is set, sets ``TOKENIZERS_PARALLELISM``
-and leaves ``*.lock`` files next to everything it looks up. :func:`textattack_session` points it
-at a samat-controlled cache directory for the duration of a ``with`` block only, and restores
-the environment exactly afterwards.
+and leaves ``*.lock`` files next to everything it looks up; its log lines and its dependencies'
+warnings go straight to the console. :func:`textattack_session` points it at a samat-controlled
+cache directory for the duration of a ``with`` block only, sends its log lines and warnings to
+the run's ``log.txt`` meanwhile, and restores the environment exactly afterwards.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -27,6 +30,24 @@ ENV_KEYS = (
     "WANDB_SILENT", "CUDA_VISIBLE_DEVICES", "MPLCONFIGDIR",
 )
 """Every environment variable TextAttack writes (at import or while attacking)."""
+
+RUN_LOG_ONLY = {"samat_file_only": True}
+"""``extra`` of a samat log record that belongs in the run's log.txt, not on the console."""
+
+
+class ToRunLog(logging.Handler):
+    """TextAttack's log records, re-logged by samat to the run's log.txt only."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger("samat.textattack").log(
+            record.levelno, "textattack: %s", record.getMessage(), extra=RUN_LOG_ONLY)
+
+
+def _log_warnings(caught: list[warnings.WarningMessage]) -> None:
+    for message in caught:
+        logging.getLogger("samat.textattack").warning(
+            "%s:%s: %s: %s", message.filename, message.lineno, message.category.__name__,
+            message.message, extra=RUN_LOG_ONLY)
 
 
 def cache_dir(path: str | Path | None) -> Path:
@@ -62,12 +83,17 @@ def textattack_session(cache: Path, nltk_root: Path) -> Iterator[ModuleType]:
     install = None
     previous_cache = None
     try:
-        import textattack
-        from textattack.shared.utils import install
+        with ExitStack() as quiet:
+            caught = quiet.enter_context(warnings.catch_warnings(record=True))
+            quiet.callback(_log_warnings, caught)
+            import textattack
+            from textattack.shared.utils import install
 
-        previous_cache = install.TEXTATTACK_CACHE_DIR
-        install.TEXTATTACK_CACHE_DIR = str(cache)
-        yield textattack
+            previous_cache = install.TEXTATTACK_CACHE_DIR
+            install.TEXTATTACK_CACHE_DIR = str(cache)
+            handlers, install.logger.handlers = install.logger.handlers, [ToRunLog()]
+            quiet.callback(setattr, install.logger, "handlers", handlers)
+            yield textattack
     finally:
         if install is not None:
             install.TEXTATTACK_CACHE_DIR = previous_cache

@@ -42,7 +42,7 @@ from samat.recipe import (
     parse_override,
     recipe_from_dict,
 )
-from samat.run import prepare
+from samat.runner import prepare
 
 MANIFEST = results.SWEEP_MANIFEST
 SWEEP_KEY = "sweep"

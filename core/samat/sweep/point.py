@@ -21,7 +21,7 @@ from typing import Any
 from samat import results
 from samat.errors import SamatError
 from samat.locking import LOCK_NAME, RunLock, acquire_unless_alive
-from samat.run import run
+from samat.runner import run
 from samat.sweep.grid import POINT_RECORD, Sweep, point_index, point_recipe, write_record
 from samat.train import Diverged, Stopped
 
