@@ -31,9 +31,9 @@ DATA_UNDER_ROOT = {  # data under task.root (relative): never in the test's empt
     "cifar10/*": "task.root: CIFAR-10 not found: expected ",
     "cifar100/*": "task.root: CIFAR-100 not found: expected ",
     "tinyimagenet/*": "task.root: TinyImageNet not found: expected ",
-    "voc/*": "task.root: VOC 2012 not found: expected data/VOCdevkit/VOC2012/",
-    "voc_sam.yaml": "task.root: VOC 2012 not found: expected data/VOCdevkit/VOC2012/",
-    "stanford_background/*": "task.root: Stanford Background not found: expected data/iccv09",
+    "voc/*": "task.root: VOC 2012 not found: expected ",
+    "voc_sam.yaml": "task.root: VOC 2012 not found: expected ",
+    "stanford_background/*": "task.root: Stanford Background not found: expected ",
 }
 DATA_OF_THIS_MACHINE = {  # a cache or package that this machine may or may not have
     "rotten_tomatoes_*.yaml": "task.dataset=rotten_tomatoes: not in the Hugging Face datasets "
