@@ -83,11 +83,12 @@ def make_run(
 
 
 def measure(label: str, value: float, key: str = "sharpness", name: str = "sam_sharpness",
-            n_examples: int = 512, **params: Any) -> dict[str, Any]:
+            n_examples: int = 512, seed: int = 0, **params: Any) -> dict[str, Any]:
     """A ``metrics.json`` measure entry as samat writes it: headline ``key`` = ``value``;
-    ``params`` the measure's parameters (default: rho 0.05, l2, 5 steps)."""
+    ``params`` the measure's parameters (default: rho 0.05, l2, 5 steps); ``seed`` the run's,
+    which samat passes on."""
     described = {"name": name, **(params or {"rho": 0.05, "norm": "l2", "steps": 5}),
-                 "n_examples": n_examples, "seed": 0}
+                 "n_examples": n_examples, "seed": seed}
     values = {key: value, "loss": 0.3, "perturbed_loss": 0.3 + value}
     if name == "hessian":
         values = {key: value, "trace": 10 * value}

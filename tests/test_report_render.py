@@ -84,7 +84,7 @@ def test_measure_columns_in_every_format(tmp_path: Path) -> None:
     assert text[0].endswith("accuracy, higher is better; measures: neither direction is better")
     assert text[1].split() == ["method", "Natural", "FGSM", "Average", "sam_sharpness", "seeds"]
     assert text[3].split()[-6:-2] == ["0.013", "±", "0.0014", "2"]
-    assert ("sam_sharpness: measure sam_sharpness (rho=0.05, norm=l2, steps=5, seed=0), "
+    assert ("sam_sharpness: measure sam_sharpness (rho=0.05, norm=l2, steps=5), "
             "value 'sharpness', on 512 examples") in " ".join(line.strip() for line in text)
     assert "| SGD | 90.0 ± 0.0 | 50.0 ± 0.0 | 50.0 ± 0.0 | 0.013 ± 0.0014 | 2 (0, 1) |" in \
         render(tables, "markdown")

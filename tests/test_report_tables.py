@@ -125,9 +125,9 @@ def test_extra_report_columns(tmp_path: Path) -> None:
 def test_measure_columns_follow_the_attacks(tmp_path: Path) -> None:
     for seed, (sharp, top) in enumerate([(0.012, 40.0), (0.014, 44.0)]):
         make_run(tmp_path / f"s{seed}", seed=seed, natural=90, attacks={"FGSM": (FGSM, 50)},
-                 measures=[measure("sam_sharpness", sharp),
+                 measures=[measure("sam_sharpness", sharp, seed=seed),  # the run seed
                            measure("hessian", top, key="top_eigenvalue", name="hessian",
-                                   k=1, iterations=20)])
+                                   seed=seed, k=1, iterations=20)])
     make_run(tmp_path / "old", seed=2, natural=91, weight=SAM, attacks={"FGSM": (FGSM, 55)})
     (table,) = build_tables(collect_runs([tmp_path]), extras=["hessian.trace"])
     assert table.headers == [NATURAL, "FGSM", AVERAGE, "sam_sharpness", "hessian",

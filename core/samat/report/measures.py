@@ -23,6 +23,12 @@ def measure_entries(run: Run) -> list[dict[str, Any]]:
     return run.metrics.get("measures") or []
 
 
+def measure_setting(entry: dict[str, Any]) -> dict[str, Any]:
+    """The measure's parameters that define it across runs: its ``describe()`` without the
+    ``seed``, which follows the run seed (seeds are the rows' replicates, not a setting)."""
+    return {k: v for k, v in entry["measure"].items() if k != "seed"}
+
+
 def measure_value(run: Run, dotted: str) -> float | None:
     """The scalar ``KEY`` of the run's measure ``LABEL`` for ``dotted`` = ``LABEL.KEY``."""
     label, _, key = dotted.rpartition(".")

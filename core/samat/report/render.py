@@ -9,7 +9,12 @@ import textwrap
 from samat import results
 from samat.errors import SamatError
 from samat.report.labels import parameters
-from samat.report.measures import finite_number, measure_entries, measure_examples
+from samat.report.measures import (
+    finite_number,
+    measure_entries,
+    measure_examples,
+    measure_setting,
+)
 from samat.report.runs import Run
 from samat.report.tables import NATURAL, Row, Table, mean_std
 
@@ -48,8 +53,8 @@ def _legend(table: Table) -> list[str]:
         lines.append(line)
     for m in table.measures:
         n = sorted({k for row in table.rows for r in row.runs for e in measure_entries(r)
-                    if (e["label"], e["measure"], e["key"]) == (m.name.split(" #")[0],
-                                                                m.measure, m.key)
+                    if (e["label"], measure_setting(e), e["key"]) == (m.name.split(" #")[0],
+                                                                      m.measure, m.key)
                     and (k := measure_examples(e))})
         lines.append(f"{m.name}: measure {m.measure.get('name')}"
                      + parameters(m.measure, ("n_examples",)) + f", value '{m.key}'"

@@ -16,6 +16,7 @@ from samat.report.labels import kind_rank, metric_title, natural_key, run_label,
 from samat.report.measures import (
     finite_number,
     measure_entries,
+    measure_setting,
     measure_value,
     measure_value_names,
 )
@@ -195,7 +196,8 @@ def column_value(table: Table, run: Run, header: str) -> float | None:
         if measure.name == header:
             return next((finite_number(entry.get("value")) for entry in measure_entries(run)
                          if entry["label"] == header.split(" #")[0]
-                         and entry["measure"] == measure.measure and entry["key"] == measure.key),
+                         and measure_setting(entry) == measure.measure
+                         and entry["key"] == measure.key),
                         None)
     return measure_value(run, header)
 
@@ -232,13 +234,13 @@ def _measure_columns(
                     if n.split(" #")[0] == entry["label"]]
             name = entry["label"] if not same else f"{entry['label']} #{len(same) + 1}"
             column_of[ident] = name
-            found.append(MeasureColumn(name, entry["measure"], entry["key"]))
+            found.append(MeasureColumn(name, measure_setting(entry), entry["key"]))
     return found, column_of
 
 
 def _measure_identity(entry: dict[str, Any]) -> tuple[str, str]:
     """What makes two measure results one column: label, parameters and headline key."""
-    return entry["label"], json.dumps([entry["measure"], entry["key"]], sort_keys=True,
+    return entry["label"], json.dumps([measure_setting(entry), entry["key"]], sort_keys=True,
                                       default=str)
 
 
