@@ -14,8 +14,10 @@ $(VENV)/.core: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH) -e .
 	touch $@
 
+# [mlflow] in a second step: torchattacks' requests pin and mlflow's do not resolve together
 $(VENV)/.all: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH) -e ".[all,test]"
+	$(BIN)/pip install -q -e ".[mlflow]"
 	touch $@ $(VENV)/.core
 
 # ST vs SAM vs AT on the section 4 model: a sweep of three runs (re-running skips finished ones;

@@ -17,7 +17,7 @@ from typing import Any
 
 from samat.errors import DIVERGED_EXIT, STOPPED_EXIT, USAGE_EXIT, SamatError
 
-LIST_KINDS = ("tasks", "attacks", "perturbations", "metrics")
+LIST_KINDS = ("tasks", "attacks", "perturbations", "metrics", "loggers")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,8 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list plugins with version, hooks and load errors")
     plugins.add_argument("--json", action="store_true", help="print JSON")
 
-    lister = sub.add_parser("list", help="list registered tasks, attacks, perturbations or "
-                            "metrics")
+    lister = sub.add_parser("list", help="list registered tasks, attacks, perturbations, "
+                            "metrics or loggers")
     lister.add_argument("kind", choices=LIST_KINDS)
     return parser
 

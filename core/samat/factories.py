@@ -16,7 +16,7 @@ from samat.errors import SamatError, UnknownNameError
 from samat.interfaces import Attack, InputPerturbation, LossFn, Task, WeightPerturbation
 from samat.names import unknown_key_message, unknown_name_message
 from samat.plugins import registries
-from samat.recipe import OPTIMIZERS, Recipe
+from samat.recipe import OPTIMIZERS, Component, Recipe
 
 
 def _parameters(factory: Callable[..., Any]) -> tuple[list[str], bool]:
@@ -238,6 +238,23 @@ def create_attack(
     )
 
 
+def create_loggers(components: list[Component]) -> list[tuple[str, Any]]:
+    """The loggers a recipe's ``logging:`` list names, as ``(name, logger)``: each factory is
+    called as ``factory(**options)`` (it checks its options and library; nothing is written
+    yet). Errors name ``logging.K``."""
+    loggers = []
+    for i, component in enumerate(components):
+        path = f"logging.{i}"
+        factory = _entry("loggers", component.name, path).factory
+        try:
+            loggers.append((component.name, call_factory(factory, component.params, path)))
+        except SamatError as exc:
+            if str(exc).startswith(path):
+                raise
+            raise SamatError(f"{path} ({component.name}): {exc}") from None
+    return loggers
+
+
 def _task_domain(task: Task | None) -> dict[str, Any]:
     if task is None:
         return {}
@@ -269,3 +286,6 @@ def check_components(recipe: Recipe) -> None:
         if reserved:  # would collide with the create_* function's own arguments
             raise SamatError(f"Unknown key '{path}.{reserved[0]}': reserved by samat; remove it")
         check_keys(factory, component.params, path, skip)
+    for i, logger in enumerate(recipe.logging):
+        check_keys(_entry("loggers", logger.name, f"logging.{i}").factory, logger.params,
+                   f"logging.{i}")

@@ -37,6 +37,7 @@ REGISTRATION_HOOKS = {
     "weight_perturbations": ("samat_register_weight_perturbations", "weight perturbation"),
     "input_perturbations": ("samat_register_input_perturbations", "input perturbation"),
     "metrics": ("samat_register_metrics", "metric"),
+    "loggers": ("samat_register_loggers", "logger"),
 }
 
 
@@ -90,6 +91,7 @@ class Registries:
     weight_perturbations: Registry
     input_perturbations: Registry
     metrics: Registry  # entries' factory is the MetricInfo itself
+    loggers: Registry
 
     def metric(self, name: str) -> MetricInfo:
         """What plugins declared about the result key ``name`` (undeclared or conflicting:
