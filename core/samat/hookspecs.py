@@ -44,11 +44,12 @@ A task's ``model_builder`` (``register(..., model_builder=...)``) is called as
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
-from samat.events import EpochEnded, EvalResult, RunEnded, RunStarted, StepLogged
+if TYPE_CHECKING:  # the events are plain data (samat.events); annotations only
+    from samat.events import EpochEnded, EvalResult, RunEnded, RunStarted, StepLogged
 
 hookspec = pluggy.HookspecMarker("samat")
 hookimpl = pluggy.HookimplMarker("samat")
