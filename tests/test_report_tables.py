@@ -110,3 +110,12 @@ def test_extra_report_columns(tmp_path: Path) -> None:
     assert table.cell(table.rows[0], "w_r", 1) == "0.0615 ± 0.00042"  # 4 significant digits
     with pytest.raises(SamatError, match=r"--extra w_x: no run reports .* available: w_r"):
         build_tables(collect_runs([tmp_path]), extras=["w_x"])
+
+
+def test_runs_differing_only_in_their_loggers_share_a_row(tmp_path: Path) -> None:
+    make_run(tmp_path / "a", natural=90, attacks={})
+    b = make_run(tmp_path / "b", seed=1, natural=92, attacks={})
+    config = b / "config.yaml"
+    config.write_text(config.read_text() + "logging: [tensorboard, {name: wandb, mode: offline}]\n")
+    (table,) = build_tables(collect_runs([tmp_path]))
+    assert [(r.label, r.seeds) for r in table.rows] == [("SGD", [0, 1])]
