@@ -23,6 +23,7 @@ from samat import (
     testing,
 )
 from samat.cli import main
+from samat.model_eval import run_eval
 from samat.recipe import recipe_from_dict
 from samat.run import run
 from samat.train import LOG_EVERY, Stopped
@@ -175,6 +176,20 @@ def test_recipe_loggers_are_built_validated_and_sent_events(tmp_path):
             run("r.yaml", recipe=recipe(tmp_path / "d", logging=[{"name": "recorder",
                                                                  "fail": 3}]))
     assert not (tmp_path / "b" / "run").exists() and not (tmp_path / "c" / "run").exists()
+
+
+def test_samat_eval_sends_its_results_and_writes_metrics_csv(tmp_path):
+    run("r.yaml", recipe=recipe(tmp_path))
+    recorder = Recorder()
+    with testing.registered(recorder, "recorder"):
+        out, metrics = run_eval(str(tmp_path / "run"), output=str(tmp_path / "eval"))
+    started, ended = recorder.events[0], recorder.events[-1]
+    assert started.kind == "eval" and started.run_dir == str(out)
+    assert [(e.label, e.final) for e in recorder.events[1:-1]] == [
+        ("natural", True), ("fgsm-0.1", True)]
+    assert ended.status == "finished" and ended.metrics == metrics
+    assert [r["event"] for r in rows(out)] == ["final", "final"]
+    assert float(rows(out)[0]["final/natural/accuracy"]) == metrics["natural"]["accuracy"]
 
 
 def test_samat_list_loggers(capsys):

@@ -86,7 +86,7 @@ def build_components(recipe: Recipe, task: Task | None = None) -> Components:
     if eval_attack is not None:
         checked.append(("train.eval_attack", eval_attack[1]))
     check_attacks(checked, task, model, recipe.task.name, device)
-    loggers = create_loggers(recipe.logging) if distributed.world().is_main else []
+    loggers = create_loggers(recipe.logging)  # every rank: the same errors everywhere
     return Components(task, model, weight, input_perturbation, attacks, device, eval_attack,
                       loggers)
 
