@@ -149,6 +149,8 @@ def test_a_resumed_run_continues_metrics_csv_without_repeating_rows(tmp_path):
         interrupts.clear()
     assert recorder.events[-1].status == "stopped" and recorder.events[-1].step == 12
     assert [(r["step"], r["event"]) for r in rows(tmp_path / "run")][-1] == ("12", "eval")
+    with (tmp_path / "run" / "metrics.csv").open("a") as stream:
+        stream.write("12,1,step,0.5")  # a row torn by a kill
     again = Recorder()
     with testing.registered(again, "again"):
         run("r.yaml", recipe=recipe(tmp_path), resume=True)

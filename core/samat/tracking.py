@@ -10,7 +10,8 @@ unregisters the loggers. A hook that raises is logged once per plugin and hook, 
 ``metrics.csv`` always holds every step, epoch and evaluation event: columns ``step``,
 ``epoch``, ``event`` (step, epoch, eval, final) and the :func:`~samat.events.scalars` tag names
 (a new tag rewrites the file with the wider header). A resumed run first drops the rows after
-its checkpoint's step and those of an unfinished final evaluation, so no row is repeated.
+its checkpoint's step, those of an unfinished final evaluation and a line torn by a kill, so no
+row is repeated.
 """
 
 from __future__ import annotations
@@ -138,11 +139,11 @@ class MetricsCsv:
         step, without final-evaluation rows."""
         rows: list[dict[str, str]] = []
         if resumed_at is not None and self.path.is_file():
-            with self.path.open(newline="", encoding="utf-8") as stream:
-                reader = csv.DictReader(stream)
-                self.columns = list(reader.fieldnames or FIXED_COLUMNS)
-                rows = [r for r in reader if _int(r.get("step")) <= resumed_at
-                        and r.get("event") != "final"]
+            text = self.path.read_text(encoding="utf-8")
+            reader = csv.DictReader(io.StringIO(text[:text.rfind("\n") + 1]))  # no torn line
+            self.columns = list(reader.fieldnames or FIXED_COLUMNS)
+            rows = [r for r in reader if _int(r.get("step")) <= resumed_at
+                    and r.get("event") != "final"]
         self._rewrite(rows)
 
     def append(self, step: int, epoch: int, event: str, values: dict[str, float]) -> None:
