@@ -79,6 +79,15 @@ class LoggerPlugin:
             return self.built[-1]
 
         register("recorder", factory)
+        register("bad", BadLogger)
+
+
+class BadLogger:
+    """A hook method whose argument is not the hook's."""
+
+    @hookimpl
+    def samat_on_step_logged(self, evnt: StepLogged) -> None:
+        pass
 
 
 def recipe(tmp_path: Path, **top: Any) -> Any:
@@ -174,10 +183,13 @@ def test_recipe_loggers_are_built_validated_and_sent_events(tmp_path):
         with pytest.raises(SamatError, match=r"Unknown key 'logging\.1\.fial'"):
             run("r.yaml", recipe=recipe(tmp_path / "c", logging=["recorder", {
                 "name": "recorder", "fial": True}]))
+        with pytest.raises(SamatError, match=r"logging\.0 \(bad\): not a valid logger: .*"
+                                             r"samat_on_step_logged"):
+            run("r.yaml", recipe=recipe(tmp_path / "e", logging=["bad"]))
         with pytest.raises(SamatError, match=r"logging\.0\.fail: expected true or false"):
             run("r.yaml", recipe=recipe(tmp_path / "d", logging=[{"name": "recorder",
                                                                  "fail": 3}]))
-    assert not (tmp_path / "b" / "run").exists() and not (tmp_path / "c" / "run").exists()
+    assert not any((tmp_path / d / "run").exists() for d in "bcde")
 
 
 def test_samat_eval_sends_its_results_and_writes_metrics_csv(tmp_path):

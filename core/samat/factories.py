@@ -10,12 +10,13 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import pluggy
 import torch
 
-from samat.errors import SamatError, UnknownNameError
+from samat.errors import SamatError, UnknownNameError, first_line
 from samat.interfaces import Attack, InputPerturbation, LossFn, Task, WeightPerturbation
 from samat.names import unknown_key_message, unknown_name_message
-from samat.plugins import registries
+from samat.plugins import plugin_manager, registries
 from samat.recipe import OPTIMIZERS, Component, Recipe
 
 
@@ -247,12 +248,25 @@ def create_loggers(components: list[Component]) -> list[tuple[str, Any]]:
         path = f"logging.{i}"
         factory = _entry("loggers", component.name, path).factory
         try:
-            loggers.append((component.name, call_factory(factory, component.params, path)))
+            logger = call_factory(factory, component.params, path)
+            _check_hooks(logger)
         except SamatError as exc:
             if str(exc).startswith(path):
                 raise
             raise SamatError(f"{path} ({component.name}): {exc}") from None
+        loggers.append((component.name, logger))
     return loggers
+
+
+def _check_hooks(logger: Any) -> None:
+    """Raise unless ``logger``'s hook methods take the arguments their hooks give."""
+    manager = plugin_manager()
+    try:
+        manager.register(logger, name=f"check-{id(logger):x}")
+    except pluggy.PluginValidationError as exc:
+        detail = " ".join(str(exc).split("\n")[1:]) or first_line(exc)  # not the probe's name
+        raise SamatError(f"not a valid logger: {detail}") from None
+    manager.unregister(logger)
 
 
 def _task_domain(task: Task | None) -> dict[str, Any]:
