@@ -8,6 +8,7 @@ import glob
 import importlib.util
 import json
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,10 @@ def test_a_digits_run_writes_tensorboard_wandb_and_mlflow_logs_read_back(tmp_pat
     recipe = tmp_path / "digits.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
     run_dir = tmp_path / "run"
+    hooks = (sys.exit, sys.excepthook)
     with one_thread():
         assert main(["run", str(recipe), f"output_dir={run_dir}"]) == 0
+    assert (sys.exit, sys.excepthook) == hooks  # W&B's replacements are undone
     metrics = json.loads((run_dir / "metrics.json").read_text())
     natural, fgsm = metrics["natural"]["accuracy"], metrics["attacks"][0]["accuracy"]
     err = capfd.readouterr().err.splitlines()

@@ -5,6 +5,7 @@ in its summary. Offline (files under ``<run_dir>/wandb``, ``wandb sync`` uploads
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ class WandbLogger:
         self.options = {"project": project, "entity": entity, "name": name, "group": group,
                         "tags": tags}
         self.run: Any = None
+        self.hooks: tuple[Any, Any] = (sys.exit, sys.excepthook)
 
     @hookimpl
     def samat_on_run_started(self, event: RunStarted) -> None:
@@ -55,6 +57,7 @@ class WandbLogger:
         if run_id is None:
             run_id = uuid.uuid4().hex[:12]
             write_text(id_file, run_id)
+        self.hooks = (sys.exit, sys.excepthook)  # wandb.init replaces both, finish keeps them
         settings = wandb.Settings(silent=True, console="off", disable_git=True,
                                   save_code=False, x_disable_stats=True)
         self.run = wandb.init(
@@ -86,3 +89,4 @@ class WandbLogger:
             self.run.summary["status"] = event.status
             self.run.finish(exit_code=0 if event.status == "finished" else 1)
             self.run = None
+            sys.exit, sys.excepthook = self.hooks
