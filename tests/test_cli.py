@@ -154,7 +154,7 @@ def test_errors_in_a_real_process_have_no_traceback(tmp_path: Path, run_cli,
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "samat: error: Unknown key 'bogus'. Valid keys here: task, name, description, seed, "
-        "device, output_dir, train, eval"
+        "device, output_dir, train, eval, logging"
     ]
     bad_args = run_cli("frobnicate", cwd=tmp_path)
     assert bad_args.returncode == 2 and "Traceback" not in bad_args.stderr

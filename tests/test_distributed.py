@@ -5,6 +5,7 @@ writes, sharded evaluation equals one process."""
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import os
 import socket
@@ -104,9 +105,12 @@ def test_nproc_sgd_equals_one_process_and_only_rank_0_writes(
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs" / "sgd").iterdir()  # one run directory, made by rank 0
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "checkpoints", "config.yaml", "history.jsonl", "log.txt", "metrics.json", "model.json",
-        "model.safetensors"]
+        "checkpoints", "config.yaml", "history.jsonl", "log.txt", "metrics.csv", "metrics.json",
+        "model.json", "model.safetensors"]
     assert done.stdout.count("run directory:") == 1  # rank 0 prints the table
+    with (run_dir / "metrics.csv").open() as stream:  # rank 0 alone sends events: no row twice
+        assert [r["step"] for r in csv.DictReader(stream) if r["event"] == "epoch"] == [
+            "8", "16", "24"]
     log = (run_dir / "log.txt").read_text()
     assert log.count("epoch 3/3") == 1 and "2 process(es)" in log
     assert_same_run(single, run_dir)

@@ -187,3 +187,12 @@ def test_an_attack_on_fewer_examples_says_so_and_compares_on_them(tmp_path: Path
              attacks={"PSO": ({"name": "pso"}, 40.0)})  # the whole evaluation set
     (table,) = build_tables(collect_runs([tmp_path]))
     assert table.title_of("PSO") == "PSO" and not any("attacked" in n for n in table.notes)
+
+
+def test_runs_differing_only_in_their_loggers_share_a_row(tmp_path: Path) -> None:
+    make_run(tmp_path / "a", natural=90, attacks={})
+    b = make_run(tmp_path / "b", seed=1, natural=92, attacks={})
+    config = b / "config.yaml"
+    config.write_text(config.read_text() + "logging: [tensorboard, {name: wandb, mode: offline}]\n")
+    (table,) = build_tables(collect_runs([tmp_path]))
+    assert [(r.label, r.seeds) for r in table.rows] == [("SGD", [0, 1])]

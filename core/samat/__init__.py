@@ -34,6 +34,12 @@ _EXPORTS = {
     "hookimpl": "samat.hookspecs",
     "Register": "samat.hookspecs",
     "RegisterMetric": "samat.hookspecs",
+    "RunStarted": "samat.events",
+    "StepLogged": "samat.events",
+    "EpochEnded": "samat.events",
+    "EvalResult": "samat.events",
+    "RunEnded": "samat.events",
+    "event_scalars": "samat.events",
     "SamatError": "samat.errors",
     "MissingDataError": "samat.errors",
     "UnknownNameError": "samat.errors",
@@ -72,7 +78,8 @@ _EXPORTS = {
     "ReportRun": "samat.report",
 }
 
-_RENAMED = {"ReportRun": "Run", "load_pickle": "load", "read_model_spec": "read_spec"}
+_RENAMED = {"event_scalars": "scalars", "ReportRun": "Run", "load_pickle": "load",
+            "read_model_spec": "read_spec"}
 """Exports whose name differs in their module."""
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -17,7 +17,7 @@ from typing import Any
 
 from samat.errors import DIVERGED_EXIT, STOPPED_EXIT, USAGE_EXIT, SamatError
 
-LIST_KINDS = ("tasks", "attacks", "perturbations", "metrics", "measures", "recipes")
+LIST_KINDS = ("tasks", "attacks", "perturbations", "metrics", "measures", "loggers", "recipes")
 BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
@@ -169,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="print JSON")
 
     lister = sub.add_parser("list", help="list registered tasks, attacks, perturbations, "
-                            "metrics or measures, or the shipped recipes")
+                            "metrics, measures or loggers, or the shipped recipes")
     lister.add_argument("kind", choices=LIST_KINDS)
 
     completion = sub.add_parser("completion", help="print a shell completion script")

@@ -20,7 +20,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +44,15 @@ SAVE_EVERY_S = 2.0
 """How often the pass under way saves its state (and after its first batch)."""
 
 
-def evaluate(components: Any, recipe: Any, state_dir: Path | None = None) -> dict[str, Any]:
+def evaluate(components: Any, recipe: Any, state_dir: Path | None = None,
+             on_result: Callable[[str, dict[str, Any], int], None] | None = None
+             ) -> dict[str, Any]:
     """Natural metric and every attack's metric of ``components`` (a
     :class:`samat.runner.Components`) on the first ``eval.n_examples`` examples, in float32;
     under torchrun sharded across ranks. With ``state_dir`` (rank 0's run directory) finished
     passes and the pass under way are kept there and picked up again (see the module
-    docstring); the state is removed once every pass has finished."""
+    docstring); the state is removed once every pass has finished. ``on_result(label, values,
+    n_examples)`` is called after each pass (``natural`` first)."""
     c = components
     key = c.task.metric
     dataset = c.task.eval_dataset()
@@ -66,6 +69,8 @@ def evaluate(components: Any, recipe: Any, state_dir: Path | None = None) -> dic
     what = {"n_examples": n, "batch_size": recipe.eval.batch_size,
             "channels_last": recipe.train.channels_last}
     natural = _pass(c.task, c.model, batches, None, "natural", {**what}, n, state)
+    if on_result is not None:
+        on_result("natural", natural, n)
     natural.pop("seconds", None)
     log.info("natural %s: %.2f", key, natural[key])
     attacked = []
@@ -73,6 +78,8 @@ def evaluate(components: Any, recipe: Any, state_dir: Path | None = None) -> dic
         values = _pass(c.task, c.model, batches, attack, label,
                        {**what, "attack": attack.describe()}, n, state)
         log.info("%s %s: %.2f", label, key, values[key])
+        if on_result is not None:
+            on_result(label, values, n)
         attacked.append({"label": label, "attack": attack.describe(), **values})
     average = (sum(a[key] for a in attacked) / len(attacked)) if attacked else None
     measured = [_measure(c, recipe, label, measure, dataset, state)

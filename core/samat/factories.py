@@ -10,9 +10,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+import pluggy
 import torch
 
-from samat.errors import SamatError, UnknownNameError
+from samat.errors import SamatError, UnknownNameError, first_line
 from samat.interfaces import (
     Attack,
     InputPerturbation,
@@ -22,8 +23,8 @@ from samat.interfaces import (
     WeightPerturbation,
 )
 from samat.names import unknown_key_message, unknown_name_message
-from samat.plugins import registries
-from samat.recipe import OPTIMIZERS, Recipe
+from samat.plugins import plugin_manager, registries
+from samat.recipe import OPTIMIZERS, Component, Recipe
 
 
 def _parameters(factory: Callable[..., Any]) -> tuple[list[str], bool]:
@@ -254,6 +255,36 @@ def create_measure(name: str, *, path: str = "measure", run_seed: int = 0, **par
     return call_factory(factory, params, path, defaults={"seed": run_seed})
 
 
+def create_loggers(components: list[Component]) -> list[tuple[str, Any]]:
+    """The loggers a recipe's ``logging:`` list names, as ``(name, logger)``: each factory is
+    called as ``factory(**options)`` (it checks its options and library; nothing is written
+    yet). Errors name ``logging.K``."""
+    loggers = []
+    for i, component in enumerate(components):
+        path = f"logging.{i}"
+        factory = _entry("loggers", component.name, path).factory
+        try:
+            logger = call_factory(factory, component.params, path)
+            _check_hooks(logger)
+        except SamatError as exc:
+            if str(exc).startswith(path):
+                raise
+            raise SamatError(f"{path} ({component.name}): {exc}") from None
+        loggers.append((component.name, logger))
+    return loggers
+
+
+def _check_hooks(logger: Any) -> None:
+    """Raise unless ``logger``'s hook methods take the arguments their hooks give."""
+    manager = plugin_manager()
+    try:
+        manager.register(logger, name=f"check-{id(logger):x}")
+    except pluggy.PluginValidationError as exc:
+        detail = " ".join(str(exc).split("\n")[1:]) or first_line(exc)  # not the probe's name
+        raise SamatError(f"not a valid logger: {detail}") from None
+    manager.unregister(logger)
+
+
 def _task_domain(task: Task | None) -> dict[str, Any]:
     if task is None:
         return {}
@@ -287,3 +318,6 @@ def check_components(recipe: Recipe) -> None:
         if reserved:  # would collide with the create_* function's own arguments
             raise SamatError(f"Unknown key '{path}.{reserved[0]}': reserved by samat; remove it")
         check_keys(factory, component.params, path, skip)
+    for i, logger in enumerate(recipe.logging):
+        check_keys(_entry("loggers", logger.name, f"logging.{i}").factory, logger.params,
+                   f"logging.{i}")

@@ -27,7 +27,15 @@ hook                          factory call
 ``samat_register_weight_...`` ``factory(model_params, base_optimizer_cls, base_kwargs,
                               task=task, **params)`` -> :class:`samat.WeightPerturbation`
 ``samat_register_measures``   ``factory(**params, seed=<run seed>)`` -> :class:`samat.Measure`
+``samat_register_loggers``    ``factory(**options)`` -> a logger: an object whose methods
+                              are ``samat_on_*`` event hooks (decorated with ``hookimpl``)
 ============================  ===============================================================
+
+**Events.** A run sends typed events (:mod:`samat.events`: :class:`samat.RunStarted`,
+:class:`samat.StepLogged`, :class:`samat.EpochEnded`, :class:`samat.EvalResult`,
+:class:`samat.RunEnded`) to the ``samat_on_*`` hooks of every plugin that implements them, and
+to the loggers the recipe's ``logging:`` list names (docs/tracking.md). They fire on rank 0 only;
+a hook that raises is logged (once per hook and plugin), never fatal.
 
 A task's ``model_builder`` (``register(..., model_builder=...)``) is called as
 ``model_builder(**spec["architecture"])`` to rebuild an exported model without data
@@ -37,9 +45,12 @@ A task's ``model_builder`` (``register(..., model_builder=...)``) is called as
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
+
+if TYPE_CHECKING:  # the events are plain data (samat.events); annotations only
+    from samat.events import EpochEnded, EvalResult, RunEnded, RunStarted, StepLogged
 
 hookspec = pluggy.HookspecMarker("samat")
 hookimpl = pluggy.HookimplMarker("samat")
@@ -134,6 +145,41 @@ def samat_reference_results() -> list[dict[str, Any]] | None:
 @hookspec
 def samat_on_result(metrics: dict[str, Any], run_dir: str) -> None:
     """Called once with the final ``metrics.json`` content after a run finishes."""
+
+
+@hookspec
+def samat_register_loggers(register: Register) -> None:
+    """Register experiment loggers, selected by name in the recipe's ``logging:`` list (options
+    beside the name). ``factory(**options)`` runs before anything is written: it checks the
+    options and that its library is installed (else a :class:`samat.SamatError` saying which
+    ``pip install`` adds it) and returns an object with ``samat_on_*`` hook methods, decorated
+    with :data:`samat.hookimpl`, that receive the run's events. Write files only from
+    :func:`samat_on_run_started` on (``event.run_dir``), and print at most one line."""
+
+
+@hookspec
+def samat_on_run_started(event: RunStarted) -> None:
+    """A run or ``samat eval`` starts (or resumes) in ``event.run_dir``."""
+
+
+@hookspec
+def samat_on_step_logged(event: StepLogged) -> None:
+    """Training progress every few steps (the progress bar's cadence)."""
+
+
+@hookspec
+def samat_on_epoch_ended(event: EpochEnded) -> None:
+    """An epoch finished (its ``history.jsonl`` numbers)."""
+
+
+@hookspec
+def samat_on_eval_result(event: EvalResult) -> None:
+    """An evaluation pass finished: natural or one attack, periodic or final."""
+
+
+@hookspec
+def samat_on_run_ended(event: RunEnded) -> None:
+    """The run ended (finished, diverged, stopped or failed); flush and close here."""
 
 
 @hookspec

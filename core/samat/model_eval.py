@@ -40,6 +40,7 @@ from samat.plugins import call_result_hooks
 from samat.recipe import Recipe, compose_recipe, find_recipe, recipe_from_dict
 from samat.runner import Components, build_components
 from samat.seeding import set_rng_state
+from samat.tracking import RunEvents
 
 log = logging.getLogger("samat")
 
@@ -47,7 +48,8 @@ SOURCE_FILE = "source.json"
 """In an eval directory, beside its ``config.yaml`` (the recipe): what was evaluated."""
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 LIBRARIES = ("timm:", "torchvision:")
-EVAL_RECIPE_KEYS = {"eval", "task", "device", "seed", "name", "description", "output_dir"}
+EVAL_RECIPE_KEYS = {"eval", "task", "device", "seed", "name", "description", "output_dir",
+                    "logging"}
 """What an eval recipe may set over a run directory's recipe (training is not repeated)."""
 
 
@@ -254,37 +256,49 @@ def run_eval(source_text: str, recipe_path: str | None = None, overrides: list[s
     handler = logging.FileHandler(out / results.LOG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logging.getLogger("samat").addHandler(handler)
+    events = RunEvents(out, c.loggers, recipe.as_dict(), kind="eval",
+                       resumed_at=0 if resume else None)
     try:
         log.info("eval %s: %s source %s, device %s", out, source.kind, source.text, c.device)
         for attack_label, attack in c.attacks:
             attack.set_output(out, attack_label)
-        evaluation = evaluate(c, recipe, out)
-        metrics = {
-            "recipe": {"path": recipe_path, "name": recipe.name},
-            "run_dir": str(out),
-            "task": {"name": recipe.task.name, "params": dict(recipe.task.params),
-                     **c.task.describe()},
-            "metric": c.task.metric,
-            "higher_is_better": c.task.higher_is_better,
-            "training": _training(source),
-            "evaluated": {"source": source.text, "kind": source.kind, "label": label,
-                          "weights_sha256": weights_fingerprint(c.model), **facts},
-            "seed": recipe.seed,
-            "device": str(c.device),
-            "versions": results.versions(),
-            "status": results.FINISHED,
-            **evaluation,
-            "report": c.task.report(c.model),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        lock.verify()
-        results.write_json(out / results.METRICS, metrics)
+        with events:
+            evaluation = evaluate(c, recipe, out, on_result=lambda name, values, n:
+                                  events.eval_result(name, values, final=True, n_examples=n))
+            metrics = _metrics(recipe, recipe_path, source, c, facts, label, out, evaluation)
+            lock.verify()
+            results.write_json(out / results.METRICS, metrics)
+            events.metrics = metrics
         call_result_hooks(metrics, str(out))
         return out, metrics
     finally:
         logging.getLogger("samat").removeHandler(handler)
         handler.close()
         lock.release()
+
+
+def _metrics(recipe: Recipe, recipe_path: str | None, source: Source, c: Components,
+             facts: dict[str, Any], label: str | None, out: Path, evaluation: dict[str, Any]
+             ) -> dict[str, Any]:
+    """The eval directory's ``metrics.json`` content."""
+    return {
+        "recipe": {"path": recipe_path, "name": recipe.name},
+        "run_dir": str(out),
+        "task": {"name": recipe.task.name, "params": dict(recipe.task.params),
+                 **c.task.describe()},
+        "metric": c.task.metric,
+        "higher_is_better": c.task.higher_is_better,
+        "training": _training(source),
+        "evaluated": {"source": source.text, "kind": source.kind, "label": label,
+                      "weights_sha256": weights_fingerprint(c.model), **facts},
+        "seed": recipe.seed,
+        "device": str(c.device),
+        "versions": results.versions(),
+        "status": results.FINISHED,
+        **evaluation,
+        "report": c.task.report(c.model),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _training(source: Source) -> dict[str, Any] | None:

@@ -38,6 +38,7 @@ REGISTRATION_HOOKS = {
     "input_perturbations": ("samat_register_input_perturbations", "input perturbation"),
     "metrics": ("samat_register_metrics", "metric"),
     "measures": ("samat_register_measures", "measure"),
+    "loggers": ("samat_register_loggers", "logger"),
 }
 
 
@@ -92,6 +93,7 @@ class Registries:
     input_perturbations: Registry
     metrics: Registry  # entries' factory is the MetricInfo itself
     measures: Registry
+    loggers: Registry
 
     def metric(self, name: str) -> MetricInfo:
         """What plugins declared about the result key ``name`` (undeclared or conflicting:

@@ -149,6 +149,9 @@ class Recipe:
     output_dir: str | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: list[Component] = field(default_factory=list)
+    """Experiment loggers (``tensorboard``, ``wandb``, ``mlflow``, ...): names or mappings of a
+    name and its options (docs/tracking.md)."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data that reloads into an equal recipe (what ``config.yaml`` holds)."""

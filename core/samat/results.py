@@ -21,6 +21,8 @@ from samat.plugins import plugin_versions
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
 HISTORY = "history.jsonl"
+METRICS_CSV = "metrics.csv"
+"""Every run's logged numbers, a row per event as the run goes (:mod:`samat.tracking`)."""
 LOG = "log.txt"
 CHECKPOINT = Path("checkpoints") / "last.pt"
 BEST_CHECKPOINT = Path("checkpoints") / "best.pt"
@@ -33,7 +35,8 @@ FINISHED, DIVERGED = "finished", "diverged"
 _STAMP = re.compile(r"(\d{8}-\d{6})(?:-(\d+))?")
 
 __all__ = ["BEST_CHECKPOINT", "CHECKPOINT", "CONFIG", "DIVERGED", "FINISHED", "HISTORY", "LOG",
-           "METRICS", "SWEEP_MANIFEST", "check_output_dir", "default_runs_root", "find_resumable",
+           "METRICS", "METRICS_CSV", "SWEEP_MANIFEST", "check_output_dir", "default_runs_root",
+           "find_resumable",
            "format_table", "is_run_dir", "new_run_dir", "read_config", "read_metrics",
            "read_sweep_grid", "results_table", "run_status", "versions", "write_config",
            "write_history", "write_json"]

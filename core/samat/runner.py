@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from samat.factories import (
     check_components,
     create_attack,
     create_input_perturbation,
+    create_loggers,
     create_measure,
     create_task,
     create_weight_perturbation,
@@ -33,6 +35,7 @@ from samat.plugins import call_result_hooks
 from samat.probe import check_attacks
 from samat.recipe import Recipe, flatten, load_recipe, recipe_from_dict
 from samat.seeding import seed_everything
+from samat.tracking import RunEvents
 from samat.train import Diverged, Trainer
 
 log = logging.getLogger("samat")
@@ -50,6 +53,7 @@ class Components:
     device: torch.device
     eval_attack: tuple[str, Attack] | None = None  # train.eval_attack (periodic evaluation)
     measures: list[tuple[str, Measure]] = field(default_factory=list)  # eval.measures
+    loggers: list[tuple[str, Any]] = field(default_factory=list)  # logging: (name, logger)
 
 
 def build_components(recipe: Recipe, task: Task | None = None) -> Components:
@@ -87,8 +91,9 @@ def build_components(recipe: Recipe, task: Task | None = None) -> Components:
     measures = [(m.label or m.name, create_measure(m.name, path=f"eval.measures.{i}",
                                                    run_seed=recipe.seed, **m.params))
                 for i, m in enumerate(recipe.eval.measures)]
+    loggers = create_loggers(recipe.logging)  # every rank: the same errors everywhere
     return Components(task, model, weight, input_perturbation, attacks, device, eval_attack,
-                      measures)
+                      measures, loggers)
 
 
 def prepare(recipe: Recipe, task: Task | None = None) -> tuple[Components, Trainer]:
@@ -129,10 +134,16 @@ def run(
             if mode == "resume":
                 trainer.load(run_dir / results.CHECKPOINT)
             handler = _log_to(run_dir / results.LOG) if world.is_main else None
+            p = trainer.progress
+            trainer.events = RunEvents(
+                run_dir, components.loggers, recipe.as_dict(), step=p.step, epoch=p.epoch,
+                total_steps=trainer.total_steps, resumed_at=p.step if mode == "resume" else None,
+            ) if world.is_main else None
             try:
-                return _train_and_evaluate(recipe, components, trainer, run_dir,
-                                           Path(recipe_path), mode == "resume",
-                                           held[0].verify if held else None)
+                with trainer.events or nullcontext():
+                    return _train_and_evaluate(recipe, components, trainer, run_dir,
+                                               Path(recipe_path), mode == "resume",
+                                               held[0].verify if held else None)
             finally:
                 if handler is not None:
                     logging.getLogger("samat").removeHandler(handler)
@@ -212,9 +223,10 @@ def _lock(run_dir: Path, lock: RunLock | None, held: list[RunLock]) -> None:
 FILE_ONLY = "samat_file_only"
 """A log record with this attribute set goes to the run's log.txt, not to the terminal."""
 
-RESUME_IGNORES = ("device", "output_dir", "name", "description", "train.on_nonfinite")
-"""Recipe keys that may differ on ``--resume`` (where the run lives and how to treat a
-non-finite step, e.g. resuming a diverged run with ``train.on_nonfinite=skip``)."""
+RESUME_IGNORES = ("device", "output_dir", "name", "description", "train.on_nonfinite",
+                  "logging")
+"""Recipe keys that may differ on ``--resume`` (where the run lives, how to treat a non-finite
+step, e.g. resuming a diverged run with ``train.on_nonfinite=skip``, and where it logs)."""
 
 
 def _check_same(saved: Recipe, current: Recipe, run_dir: Path) -> None:
@@ -269,7 +281,11 @@ def _train_and_evaluate(
         for label, attack in c.attacks:
             attack.set_output(run_dir, label)
     evaluated = trainer.use_checkpoint(run_dir)  # eval.checkpoint: last or best weights
-    evaluation = evaluate(c, recipe, run_dir if main else None)
+    events = trainer.events
+    evaluation = evaluate(c, recipe, run_dir if main else None, on_result=None if events is None
+                          else lambda label, values, n: events.eval_result(label, values,
+                                                                           final=True,
+                                                                           n_examples=n))
     metrics = {
         **_facts(recipe, c, trainer, run_dir, recipe_path),
         "status": results.FINISHED,
@@ -285,6 +301,8 @@ def _train_and_evaluate(
         if verify is not None:
             verify()
         results.write_json(run_dir / results.METRICS, metrics)
+        if events is not None:
+            events.metrics = metrics
         call_result_hooks(metrics, str(run_dir))
     return metrics
 
@@ -352,6 +370,8 @@ def _record_divergence(
     if verify is not None:
         verify()
     results.write_json(run_dir / results.METRICS, metrics)
+    if trainer.events is not None:
+        trainer.events.metrics = metrics
     where = (f"the last finite checkpoint (epoch {kept['epoch']}, step {kept['step']}) is kept"
              if kept else "no checkpoint was written")
     log.error("%s; %s; %s records status: diverged", diverged, where, run_dir / results.METRICS,

@@ -44,8 +44,13 @@ from samat.results import BEST_CHECKPOINT, CHECKPOINT, write_history
 from samat.schedules import build_scheduler
 from samat.seeding import rng_state, set_rng_state
 from samat.step import train_step
+from samat.tracking import RunEvents
 
 log = logging.getLogger("samat")
+
+LOG_EVERY = 10
+"""Steps between progress updates: the progress bar's numbers and a
+:class:`samat.StepLogged` event (also after each epoch's last batch and the run's last step)."""
 
 
 @dataclass
@@ -152,6 +157,8 @@ class Trainer:
         self.progress = Progress()
         self.checkpointed: dict[str, int] | None = None
         """``{"epoch", "step"}`` of the checkpoint on disk (written or loaded), if any."""
+        self.events: RunEvents | None = None
+        """Where progress and periodic evaluations are sent (rank 0; None: nowhere)."""
 
     def _training_models(self) -> tuple[nn.Module, nn.Module]:
         """``model`` prepared as ``train`` asks: SyncBatchNorm (under torchrun), channels_last,
@@ -279,12 +286,9 @@ class Trainer:
                     p.loss_sum += last_loss
                     p.loss_count += 1
                     metric.update(result.output, y)
-                if bar.n % 10 == 0 or p.batch == len(loader):
-                    bar.set_postfix({
-                        "loss": f"{last_loss:.4f}",
-                        self.task.metric: f"{metric.compute()[self.task.metric]:.2f}",
-                        "steps/s": f"{p.step / max(p.train_time, 1e-9):.1f}",
-                    })
+                if (p.batch % LOG_EVERY == 0 or p.batch == len(loader)
+                        or p.step >= self.total_steps):
+                    self._log_progress(bar, last_loss, metric)
                 if p.step >= self.total_steps:
                     break
                 if p.batch < len(loader) and ((cfg.checkpoint_every
@@ -301,6 +305,17 @@ class Trainer:
             if p.step < self.total_steps:
                 self._stop_if_requested()
         return p
+
+    def _log_progress(self, bar: tqdm, loss: float, metric: Metric) -> None:
+        """The progress bar's numbers, and the same as a :class:`samat.StepLogged` event."""
+        p, key = self.progress, self.task.metric
+        value = metric.compute()[key]
+        speed = p.step / max(p.train_time, 1e-9)
+        bar.set_postfix({"loss": f"{loss:.4f}", key: f"{value:.2f}", "steps/s": f"{speed:.1f}"})
+        if self.events is not None:
+            self.events.step_logged(p.step, p.epoch + 1, {
+                "loss": loss, key: value, "lr": self.weight.optimizer.param_groups[0]["lr"],
+                "steps_per_s": speed})
 
     def _stop_reason(self) -> str | None:
         """Why this process was asked to stop (:mod:`samat.interrupts`), agreed by every
@@ -397,6 +412,9 @@ class Trainer:
         }
         if self.cfg.on_nonfinite == "skip":
             record["skipped_steps"] = p.skipped
+        if self.events is not None:
+            self.events.epoch_ended(p.step, p.epoch + 1,
+                                    {k: v for k, v in record.items() if k not in ("epoch", "step")})
         every, improved = self.cfg.eval_every, None
         if every and ((p.epoch + 1) % every == 0 or p.step >= self.total_steps):
             n = len(self.eval_set)
@@ -404,6 +422,8 @@ class Trainer:
                 n = min(n, self._eval_examples)
             record.update(periodic_evaluation(self.task, self.model, self.eval_batches, n,
                                               self.eval_attack))
+            if self.events is not None:
+                self._send_periodic(record, n)
             if self.cfg.keep_best is not None:
                 improved = select(p.best, record, self.cfg.keep_best, self.task, p.epoch + 1,
                                   p.step)
@@ -421,6 +441,16 @@ class Trainer:
                      self.cfg.keep_best, self.task.metric, improved["value"], p.epoch,
                      BEST_CHECKPOINT)
         return improved is not None
+
+    def _send_periodic(self, record: dict[str, Any], n: int) -> None:
+        """The periodic evaluation in ``record`` as :class:`samat.EvalResult` events."""
+        p, key = self.progress, self.task.metric
+        passes = [("natural", record[f"eval_{key}"])]
+        if self.eval_attack is not None:
+            passes.append((self.eval_attack[0], record[f"eval_robust_{key}"]))
+        for label, value in passes:
+            self.events.eval_result(label, {key: value}, final=False, step=p.step,
+                                    epoch=p.epoch + 1, n_examples=n)
 
     @property
     def _eval_examples(self) -> int | None:

@@ -25,7 +25,8 @@ from samat.report.runs import Run
 # Config keys that do not define a method (bookkeeping); the seed and the task's environment
 # parameters are left out as well (see :attr:`Run.task`).
 IGNORED_KEYS = ("seed", "name", "description", "device", "output_dir", "train.num_workers",
-                "train.eval_every", "train.checkpoint_every", "eval.batch_size", "eval.attacks")
+                "train.eval_every", "train.checkpoint_every", "eval.batch_size", "eval.attacks",
+                "logging")
 NATURAL, AVERAGE = "Natural", "Average"
 
 
