@@ -7,6 +7,7 @@ where there is no network: the error says what to fetch.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from torch import nn
@@ -57,15 +58,17 @@ def _timm(model: str, num_classes: int, in_channels: int, pretrained: bool
           ) -> tuple[nn.Module, Sequence[float] | None, Sequence[float] | None]:
     import timm
 
+    how = (f"python -c \"import timm; timm.create_model('{model}', pretrained=True)\" on a "
+           "machine with internet, then copy ~/.cache/huggingface (or set HF_HOME)")
+    if pretrained:
+        _check_hub_reachable(model, f"timm:{model}", how)
     try:
         net = timm.create_model(model, pretrained=pretrained, num_classes=num_classes,
                                 in_chans=in_channels)
     except Exception as exc:  # noqa: BLE001 — offline hub errors come in many kinds
         if not pretrained:
             raise
-        raise SamatError(_fetch_hint(f"timm:{model}", exc, (
-            f"python -c \"import timm; timm.create_model('{model}', pretrained=True)\" on a "
-            "machine with internet, then copy ~/.cache/huggingface (or set HF_HOME)"))) from None
+        raise SamatError(_fetch_hint(f"timm:{model}", exc, how)) from None
     if not pretrained:
         return net, None, None
     cfg = net.pretrained_cfg
@@ -94,6 +97,40 @@ def _torchvision(model: str, num_classes: int, in_channels: int, pretrained: boo
             "(or set TORCH_HOME)"))) from None
     transform = weights.transforms()
     return net, tuple(transform.mean), tuple(transform.std)
+
+
+HUB_FILES = ("model.safetensors", "pytorch_model.bin")
+"""The weight files timm reads from a Hugging Face repository."""
+PROBE_TIMEOUT_S = 5.0
+"""How long the hub may take to answer before the weights count as unreachable."""
+
+
+def _check_hub_reachable(model: str, name: str, how: str) -> None:
+    """Fail in seconds, with one line, where the hub client would retry for most of a minute:
+    timm's weights for ``model`` live on the Hugging Face hub, are not in its local cache, and
+    the hub is off (``HF_HUB_OFFLINE``) or does not answer."""
+    from urllib.error import HTTPError, URLError
+    from urllib.request import Request, urlopen
+
+    import timm
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(model)
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo or any(isinstance(try_to_load_from_cache(repo, f), str) for f in HUB_FILES):
+        return
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in (
+            "1", "true", "yes", "on"):
+        raise SamatError(_fetch_hint(name, RuntimeError("HF_HUB_OFFLINE is set"), how))
+    try:
+        urlopen(Request(f"{constants.ENDPOINT}/{repo}/resolve/main/{HUB_FILES[0]}",
+                        method="HEAD"), timeout=PROBE_TIMEOUT_S).close()
+    except HTTPError:
+        return  # the hub answers; timm's own download reports what it says
+    except (URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SamatError(_fetch_hint(name, RuntimeError(
+            f"{constants.ENDPOINT} is unreachable ({reason})"), how)) from None
 
 
 def _fetch_hint(name: str, exc: BaseException, how: str) -> str:
