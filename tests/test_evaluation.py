@@ -3,6 +3,7 @@ the run seed passed on, results kept across an interrupted evaluation, and bad m
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -86,6 +87,9 @@ def test_measures_are_recorded_next_to_the_attacks(tmp_path: Path) -> None:
                      {"training": False, "batches": [16, 4]}]
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["measures"] == metrics["measures"]
+    with open(tmp_path / "run" / "metrics.csv", newline="") as stream:  # loggers see them too
+        final = [row for row in csv.DictReader(stream) if row["event"] == "final"]
+    assert float(final[-1]["final/measures/wn16/norm"]) == second["value"]
     assert not (tmp_path / "run" / STATE_DIR).exists()
 
 

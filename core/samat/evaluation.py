@@ -52,7 +52,8 @@ def evaluate(components: Any, recipe: Any, state_dir: Path | None = None,
     under torchrun sharded across ranks. With ``state_dir`` (rank 0's run directory) finished
     passes and the pass under way are kept there and picked up again (see the module
     docstring); the state is removed once every pass has finished. ``on_result(label, values,
-    n_examples)`` is called after each pass (``natural`` first)."""
+    n_examples)`` is called after each pass (``natural`` first), then with each measure's
+    values as ``measures/<label>``."""
     c = components
     key = c.task.metric
     dataset = c.task.eval_dataset()
@@ -84,6 +85,8 @@ def evaluate(components: Any, recipe: Any, state_dir: Path | None = None,
     average = (sum(a[key] for a in attacked) / len(attacked)) if attacked else None
     measured = [_measure(c, recipe, label, measure, dataset, state)
                 for label, measure in c.measures] if distributed.world().is_main else []
+    for result in measured if on_result is not None else []:
+        on_result(f"measures/{result['label']}", result["values"], result["n_examples"])
     if state is not None:
         state.clear()
     return {"natural": natural, "attacks": attacked, "average_under_attack": average,
