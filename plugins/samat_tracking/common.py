@@ -1,4 +1,5 @@
-"""What the built-in loggers share: the missing-library message and the flattened config."""
+"""What the built-in loggers share: the missing-library message, the flattened config and the
+hooks that hand every scalar event to one method."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from samat import SamatError
+from samat import EpochEnded, EvalResult, SamatError, StepLogged, hookimpl
 
 log = logging.getLogger("samat")
 
@@ -31,3 +32,22 @@ def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = "null" if value is None else str(value)
     return out
+
+
+class ScalarLogger:
+    """A logger whose step, epoch and evaluation events all go to :meth:`log_scalars`."""
+
+    def log_scalars(self, event: StepLogged | EpochEnded | EvalResult) -> None:
+        raise NotImplementedError
+
+    @hookimpl
+    def samat_on_step_logged(self, event: StepLogged) -> None:
+        self.log_scalars(event)
+
+    @hookimpl
+    def samat_on_epoch_ended(self, event: EpochEnded) -> None:
+        self.log_scalars(event)
+
+    @hookimpl
+    def samat_on_eval_result(self, event: EvalResult) -> None:
+        self.log_scalars(event)

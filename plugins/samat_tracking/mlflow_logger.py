@@ -19,7 +19,7 @@ from samat import (
     hookimpl,
     write_text,
 )
-from samat_tracking.common import flat_config, log, require
+from samat_tracking.common import ScalarLogger, flat_config, log, require
 
 STATUS = {"finished": "FINISHED", "stopped": "KILLED"}
 """samat's run status -> MLflow's (anything else: FAILED)."""
@@ -39,7 +39,7 @@ def metric_key(tag: str) -> str:
     return re.sub(r"[^\w\-. :/]", "_", tag)
 
 
-class MlflowLogger:
+class MlflowLogger(ScalarLogger):
     """MLflow run (``tracking_uri``, default a file store in ``<run_dir>/mlruns``;
     ``experiment``; ``run_name``)."""
 
@@ -78,25 +78,13 @@ class MlflowLogger:
                 self.client.log_batch(self.run_id, params=params[start:start + BATCH])
         log.info("mlflow: run %s in %s", self.run_id, uri)
 
-    def _log(self, event: StepLogged | EpochEnded | EvalResult) -> None:
+    def log_scalars(self, event: StepLogged | EpochEnded | EvalResult) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[
             Metric(metric_key(tag), value, now, event.step)
             for tag, value in event_scalars(event).items()])
-
-    @hookimpl
-    def samat_on_step_logged(self, event: StepLogged) -> None:
-        self._log(event)
-
-    @hookimpl
-    def samat_on_epoch_ended(self, event: EpochEnded) -> None:
-        self._log(event)
-
-    @hookimpl
-    def samat_on_eval_result(self, event: EvalResult) -> None:
-        self._log(event)
 
     @hookimpl
     def samat_on_run_ended(self, event: RunEnded) -> None:

@@ -14,10 +14,10 @@ from samat import (
     event_scalars,
     hookimpl,
 )
-from samat_tracking.common import flat_config, log, require
+from samat_tracking.common import ScalarLogger, flat_config, log, require
 
 
-class TensorBoardLogger:
+class TensorBoardLogger(ScalarLogger):
     """TensorBoard scalars and hparams (``log_dir``, default ``<run_dir>/tensorboard``)."""
 
     def __init__(self, log_dir: str | None = None) -> None:
@@ -39,22 +39,10 @@ class TensorBoardLogger:
         self.config = flat_config(event.config)
         log.info("tensorboard: logs in %s (view: tensorboard --logdir %s)", directory, directory)
 
-    def _scalars(self, event: StepLogged | EpochEnded | EvalResult) -> None:
+    def log_scalars(self, event: StepLogged | EpochEnded | EvalResult) -> None:
         for tag, value in event_scalars(event).items():
             self.writer.add_scalar(tag, value, event.step)
-
-    @hookimpl
-    def samat_on_step_logged(self, event: StepLogged) -> None:
-        self._scalars(event)
-
-    @hookimpl
-    def samat_on_epoch_ended(self, event: EpochEnded) -> None:
-        self._scalars(event)
-
-    @hookimpl
-    def samat_on_eval_result(self, event: EvalResult) -> None:
-        self._scalars(event)
-        if event.final:
+        if isinstance(event, EvalResult) and event.final:
             self.final.update(event_scalars(event))
 
     @hookimpl

@@ -21,14 +21,14 @@ from samat import (
     hookimpl,
     write_text,
 )
-from samat_tracking.common import log, require
+from samat_tracking.common import ScalarLogger, log, require
 
 MODES = ("offline", "online", "disabled")
 ID_FILE = "samat-wandb-id"
 """In ``<run_dir>/wandb``: the W&B run id, so that ``--resume`` continues the same W&B run."""
 
 
-class WandbLogger:
+class WandbLogger(ScalarLogger):
     """Weights & Biases run (``project``, ``entity``, ``name``, ``group``, ``tags``, ``mode``:
     offline unless set here or by ``WANDB_MODE``)."""
 
@@ -68,20 +68,8 @@ class WandbLogger:
         hint = f" (upload: wandb sync {where})" if self.mode == "offline" else ""
         log.info("wandb: %s run in %s%s", self.mode, where, hint)
 
-    def _log(self, event: StepLogged | EpochEnded | EvalResult) -> None:
+    def log_scalars(self, event: StepLogged | EpochEnded | EvalResult) -> None:
         self.run.log({**event_scalars(event), "epoch": event.epoch}, step=event.step)
-
-    @hookimpl
-    def samat_on_step_logged(self, event: StepLogged) -> None:
-        self._log(event)
-
-    @hookimpl
-    def samat_on_epoch_ended(self, event: EpochEnded) -> None:
-        self._log(event)
-
-    @hookimpl
-    def samat_on_eval_result(self, event: EvalResult) -> None:
-        self._log(event)
 
     @hookimpl
     def samat_on_run_ended(self, event: RunEnded) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from samat.interfaces import Task
+from samat.interfaces import Measure, Task
 
 Batch = tuple[Any, Tensor]
 
@@ -83,3 +83,17 @@ def check_finite_values(name: str, values: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"measure {name}: {key} is {value}, not a finite number")
     return values
+
+
+class NamedMeasure(Measure):
+    """A built-in measure: :meth:`measure` runs :meth:`_measure` and prefixes its refusals
+    (``ValueError``) with ``measure <name>:``."""
+
+    def measure(self, model: nn.Module, task: Task, batches: list[Batch]) -> dict[str, Any]:
+        try:
+            return self._measure(model, task, batches)
+        except ValueError as error:
+            raise ValueError(f"measure {self.name}: {error}") from None
+
+    def _measure(self, model: nn.Module, task: Task, batches: list[Batch]) -> dict[str, Any]:
+        raise NotImplementedError

@@ -14,9 +14,10 @@ import torch
 from torch import Tensor, nn
 
 from samat.checks import check_choice, check_int, check_number
-from samat.interfaces import Measure, Task
+from samat.interfaces import Task
 from samat.measures.common import (
     Batch,
+    NamedMeasure,
     check_finite_values,
     evaluating,
     finite,
@@ -190,7 +191,7 @@ def exact_trace(hvp: Operator, n: int, like: Tensor) -> float:
     return total
 
 
-class HessianSpectrum(Measure):
+class HessianSpectrum(NamedMeasure):
     """Top-``top_k`` eigenvalues (largest magnitude) of the Hessian of the mean loss over the
     measured examples with respect to every trainable parameter, by ``method`` ``power``
     (iteration with deflation) or ``lanczos``, at most ``iterations`` Hessian-vector products
@@ -219,12 +220,6 @@ class HessianSpectrum(Measure):
         if self.method == "lanczos" and self.iterations < self.top_k:
             raise ValueError(f"iterations must be >= top_k={self.top_k} with method lanczos "
                              f"(one Lanczos step per Ritz value at least), got {iterations}")
-
-    def measure(self, model: nn.Module, task: Task, batches: list[Batch]) -> dict[str, Any]:
-        try:
-            return self._measure(model, task, batches)
-        except ValueError as error:
-            raise ValueError(f"measure {self.name}: {error}") from None
 
     def _measure(self, model: nn.Module, task: Task, batches: list[Batch]) -> dict[str, Any]:
         # one stream for the eigensolver, one for the trace: the trace does not depend on

@@ -12,8 +12,14 @@ import torch
 from torch import Tensor, nn
 
 from samat.checks import check_choice, check_int
-from samat.interfaces import Measure, Task
-from samat.measures.common import Batch, check_finite_values, evaluating, finite
+from samat.interfaces import Task
+from samat.measures.common import (
+    Batch,
+    NamedMeasure,
+    check_finite_values,
+    evaluating,
+    finite,
+)
 
 NORMS = {"l2": 2.0, "l1": 1.0, "linf": float("inf")}
 
@@ -65,7 +71,7 @@ def input_gradients(model: nn.Module, task: Task, batch: Batch) -> tuple[Tensor,
     return grad, "input"
 
 
-class InputGradientNorm(Measure):
+class InputGradientNorm(NamedMeasure):
     """Mean over the measured examples of ``||grad_x loss_i||`` in ``norm`` ``l2`` (default),
     ``l1`` (the dual of l-inf: what bounds first-order l-inf attacks) or ``linf``; only where
     the task's ``input_mask()`` lets attacks act; for tasks with ``input_embeddings`` (text),
@@ -80,12 +86,6 @@ class InputGradientNorm(Measure):
         self.n_examples = check_int("n_examples", n_examples)
         self.batch_size = check_int("batch_size", batch_size, optional=True)
         self.seed = check_int("seed", seed, 0)
-
-    def measure(self, model: nn.Module, task: Task, batches: list[Batch]) -> dict[str, Any]:
-        try:
-            return self._measure(model, task, batches)
-        except ValueError as error:
-            raise ValueError(f"measure {self.name}: {error}") from None
 
     def _measure(self, model: nn.Module, task: Task, batches: list[Batch]) -> dict[str, Any]:
         norms = []

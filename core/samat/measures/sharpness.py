@@ -12,9 +12,10 @@ import torch
 from torch import Tensor, nn
 
 from samat.checks import check_int, check_number
-from samat.interfaces import Measure, Task
+from samat.interfaces import Task
 from samat.measures.common import (
     Batch,
+    NamedMeasure,
     check_finite_values,
     evaluating,
     finite,
@@ -116,7 +117,7 @@ def worst_case(model: nn.Module, task: Task, params: list[nn.Parameter],
     return Ascent(loss0, best[0], best[1], best[2], steps * len(batches), len(batches))
 
 
-class SAMSharpness(Measure):
+class SAMSharpness(NamedMeasure):
     """Worst-case loss increase in a ball of radius ``rho`` around the weights, by ``steps``
     projected normalised-gradient ascent steps of size ``step_size`` (default ``rho``: the
     first step is SAM's own ``eps = rho g/||g||``); ``adaptive``: ASAM's ball
@@ -150,12 +151,6 @@ class SAMSharpness(Measure):
                 raise ValueError(f"n_examples must be a multiple of m={self.m}, got "
                                  f"{self.n_examples}")
             self.batch_size = self.m
-
-    def measure(self, model: nn.Module, task: Task, batches: list[Batch]) -> dict[str, Any]:
-        try:
-            return self._measure(model, task, batches)
-        except ValueError as error:
-            raise ValueError(f"measure {self.name}: {error}") from None
 
     def _measure(self, model: nn.Module, task: Task, batches: list[Batch]) -> dict[str, Any]:
         available = sum(map(n_items, batches))

@@ -5,10 +5,13 @@ norm, ...) as the report reads them: each entry's headline ``value`` is a column
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from samat.report.runs import Run
+
+class Run(Protocol):
+    """What this module reads of a report run (:class:`samat.report.runs.Run`)."""
+
+    metrics: dict[str, Any]
 
 
 def finite_number(value: Any) -> float | None:
