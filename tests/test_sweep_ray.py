@@ -189,11 +189,17 @@ def _on_loopback(address: str) -> bool:
     return (mapped or ip).is_loopback
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as a terminal delivers it: pytest started in the background of a
+    non-interactive shell (``make test &``) ignores SIGINT, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _sweep(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
     """``samat sweep ARGS`` in a subprocess."""
     return subprocess.Popen([sys.executable, "-m", "samat", "sweep", *args], cwd=cwd,
                             env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def _lock_env() -> dict[str, str]:
