@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import one_thread
 from torch.nn import functional as F
 
 from samat import create_task
@@ -27,11 +28,9 @@ REFERENCE_NORMS = {"linf": "Linf", "l2": "L2"}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
+from conftest import one_thread
 from run_fixtures import without_wall_clock
 
 from samat import results, testing
@@ -211,14 +211,9 @@ def _lock_env() -> dict[str, str]:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """The sweep's metrics with the local launcher, in this process (one torch thread)."""
     directory = tmp_path_factory.mktemp("reference")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with testing.fixture_plugin():
-            sweep = load_sweep(_recipe(directory))
-            run_sweep(sweep, directory / "out")
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), testing.fixture_plugin():
+        sweep = load_sweep(_recipe(directory))
+        run_sweep(sweep, directory / "out")
     return {p.name: _metrics(directory / "out", p.name) for p in sweep.points}
 
 
