@@ -97,6 +97,22 @@ def test_a_weights_file_with_a_recipe(trained: Path, tmp_path: Path, suffix: str
     assert metrics["training"] is None
 
 
+def test_an_eval_recipes_fragment_is_named_in_its_errors(trained: Path, tmp_path: Path
+                                                         ) -> None:
+    weights = tmp_path / "model.pt"
+    torch.save(torch.load(trained / "checkpoints" / "last.pt", weights_only=True)["model"],
+               weights)
+    (tmp_path / "measures.yaml").write_text(
+        "eval:\n  measures:\n    - {name: sam_sharpness, rho: -0.1}\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"extends": "measures.yaml", **{
+        k: v for k, v in RECIPE.items() if k != "train"}}))
+    with pytest.raises(SamatError) as info:
+        run_eval(str(weights), str(recipe), output=str(tmp_path / "eval"))
+    assert str(info.value).startswith(f"{tmp_path / 'measures.yaml'}:3: eval.measures.0")
+    assert not (tmp_path / "eval").exists()
+
+
 @pytest.mark.parametrize("source", ["torchvision:resnet18", "timm:resnet18"])
 def test_a_library_model_built_offline_runs_the_attack_suite(tmp_path: Path,
                                                              source: str) -> None:

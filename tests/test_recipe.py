@@ -239,6 +239,38 @@ def test_errors_inside_a_fragment_name_its_file_and_line(tmp_path: Path) -> None
     assert str(info.value).startswith("train.schedule.gamma: must be in (0, 1], got 3")
 
 
+def test_build_errors_about_a_fragments_key_name_its_file_and_line(tmp_path: Path) -> None:
+    from samat.runner import build_components
+
+    write(tmp_path, {
+        "attacks.yaml": "eval:\n  attacks:\n    - {name: fgsm, eps: -1}\n    - {name: nosuch}\n",
+        "r.yaml": "extends: attacks.yaml\ntask: {name: toy_duality, n: 5}\ndevice: cpu\n"
+                  "train: {epochs: 1}\n",
+    })
+    frag = tmp_path / "attacks.yaml"
+    with pytest.raises(SamatError) as info:  # the registry's own check: the key ends the line
+        build_components(load_recipe(tmp_path / "r.yaml", ["eval.attacks.0.eps=0.1"]))
+    assert str(info.value).startswith(f"{frag}:4: Unknown attack 'nosuch'.")
+    assert str(info.value).endswith("(at eval.attacks.1.name)")
+    with pytest.raises(SamatError) as info:  # the factory's check: the key starts the line
+        build_components(load_recipe(tmp_path / "r.yaml", ["eval.attacks.1.name=fgsm"]))
+    assert str(info.value) == f"{frag}:3: eval.attacks.0: eps must be >= 0, got -1"
+    with pytest.raises(SamatError) as info:  # set on the command line: no file to blame
+        build_components(load_recipe(tmp_path / "r.yaml", [
+            "eval.attacks=[{name: fgsm, eps: -2}]"]))
+    assert str(info.value) == "eval.attacks.0: eps must be >= 0, got -2"
+
+
+def test_where_keys_were_written_is_no_recipe_key(tmp_path: Path) -> None:
+    write(tmp_path, {"r.yaml": "task: {name: toy_duality, n: 5}\ntrain: {epochs: 1}\n"})
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert recipe.origin is not None and recipe.origin.path == tmp_path / "r.yaml"
+    assert "origin" not in recipe.as_dict()
+    assert recipe_from_dict(recipe.as_dict()) == recipe  # compare=False: same recipe
+    with pytest.raises(SamatError, match="Unknown key 'origin'"):
+        recipe_from_dict({**BASE, "origin": "x"})
+
+
 def test_extends_a_shipped_recipe_by_name(tmp_path: Path) -> None:
     write(tmp_path, {"mine.yaml": "extends: digits/sam\ntrain: {epochs: 3}\n"})
     r = load_recipe(tmp_path / "mine.yaml")

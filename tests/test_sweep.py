@@ -203,6 +203,15 @@ def test_a_sweep_validates_every_point_by_building_it_before_any_trains(
         assert not out.exists()
 
 
+def test_a_points_error_names_the_fragment_that_set_the_key(tmp_path: Path) -> None:
+    (tmp_path / "sam.yaml").write_text("train:\n  weight_perturbation: {name: sam, rho: -1}\n")
+    path = _recipe(tmp_path, {"grid": {"seed": [0, 1]}}, extends="sam.yaml")
+    with pytest.raises(SamatError) as info:
+        load_sweep(path, [])
+    assert str(info.value) == (f"sweep point seed=0: {tmp_path / 'sam.yaml'}:2: "
+                               "train.weight_perturbation: rho must be > 0, got -1")
+
+
 def test_a_diverged_point_is_reported_not_failed_and_not_retried(tmp_path: Path) -> None:
     from nonfinite_fixtures import poison_task, recipe
 

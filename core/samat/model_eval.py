@@ -37,7 +37,14 @@ from samat.errors import SamatError, first_line
 from samat.evaluation import evaluate, weights_fingerprint
 from samat.locking import RunLock, acquire_unless_alive
 from samat.plugins import call_result_hooks
-from samat.recipe import Recipe, compose_recipe, find_recipe, recipe_from_dict
+from samat.recipe import (
+    Origin,
+    Recipe,
+    compose_recipe,
+    find_recipe,
+    located,
+    recipe_from_dict,
+)
 from samat.runner import Components, build_components
 from samat.seeding import set_rng_state
 from samat.tracking import RunEvents
@@ -88,11 +95,12 @@ def resolve_source(text: str) -> Source:
 def eval_recipe(source: Source, recipe_path: str | None, overrides: list[str]) -> Recipe:
     """The recipe of the evaluation: the run's (with the eval recipe over it) or the given
     one with the model SOURCE names."""
-    given = _read_mapping(recipe_path) if recipe_path else None
+    given, origin = _read_mapping(recipe_path, overrides) if recipe_path else (None, None)
     if source.kind == "run":
         data = results.read_config(source.path)
         if given is not None:
             data = _over_run(data, given, recipe_path)
+        origin = None  # keys come from the run's config.yaml too: no file:line to give
     else:
         if given is None:
             raise SamatError(f"SOURCE {source.text}: a {source.kind} source needs a RECIPE that "
@@ -110,18 +118,21 @@ def eval_recipe(source: Source, recipe_path: str | None, overrides: list[str]) -
         if isinstance(train, dict) and train.get("epochs") is None \
                 and train.get("iterations") is None:
             train["epochs"] = 1  # a recipe needs a length; nothing is trained here
-    recipe = recipe_from_dict(data, overrides)
+    with located(origin):
+        recipe = recipe_from_dict(data, overrides)
+    recipe.origin = origin
     if not recipe.name:
         recipe.name = source.path.name if source.path else "eval"
     return recipe
 
 
-def _read_mapping(path: str) -> dict[str, Any]:
-    data, _ = compose_recipe(find_recipe(path))
+def _read_mapping(path: str, overrides: list[str]) -> tuple[dict[str, Any], Origin]:
+    found = find_recipe(path)
+    data, sources = compose_recipe(found)
     if not isinstance(data, dict):
         raise SamatError(f"{path}: expected a mapping of keys (eval:, task:, ...) at the top "
                          f"level, got a {type(data).__name__}")
-    return data
+    return data, Origin(found, sources, tuple(overrides))
 
 
 def _over_run(base: dict[str, Any], given: dict[str, Any], path: str) -> dict[str, Any]:

@@ -14,17 +14,20 @@ import os
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from samat.errors import SamatError
+from samat.errors import MissingDataError, SamatError
 from samat.names import did_you_mean, unknown_key_message
 from samat.packaged import name_of, packaged_recipe, recipe_names
 
+INTERNAL = "samat_internal"
+"""Metadata flag of a dataclass field that is no recipe key (neither read nor written)."""
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _NUMBER_RE = re.compile(rf"^\s*{_NUMBER}\s*$")
 _FRACTION_RE = re.compile(rf"^\s*({_NUMBER})\s*/\s*({_NUMBER})\s*$")
@@ -152,6 +155,9 @@ class Recipe:
     logging: list[Component] = field(default_factory=list)
     """Experiment loggers (``tensorboard``, ``wandb``, ``mlflow``, ...): names or mappings of a
     name and its options (docs/tracking.md)."""
+    origin: Origin | None = field(default=None, repr=False, compare=False,
+                                  metadata={INTERNAL: True})
+    """Where each key was written (set by :func:`load_recipe`); not a recipe key."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data that reloads into an equal recipe (what ``config.yaml`` holds)."""
@@ -178,11 +184,16 @@ MAX_COUNT = 2**63 - 1
 """Most values a recipe may hold once YAML aliases are expanded (guards against alias bombs)."""
 
 
+def _keys(cls: Any) -> list[dataclasses.Field]:
+    """The fields of the dataclass (or instance) ``cls`` that are recipe keys."""
+    return [f for f in dataclasses.fields(cls) if not f.metadata.get(INTERNAL)]
+
+
 def _dump(obj: Any) -> Any:
     if isinstance(obj, Component):
         return obj.as_dict()
     if dataclasses.is_dataclass(obj):
-        return {f.name: _dump(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: _dump(getattr(obj, f.name)) for f in _keys(obj)}
     if isinstance(obj, list):
         return [_dump(v) for v in obj]
     return obj
@@ -275,14 +286,14 @@ def _dataclass(cls: type, value: Any, path: str) -> Any:
         where = path or "recipe"
         raise SamatError(f"{where}: expected a mapping of keys, got {value!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in _keys(cls)]
     kwargs = {}
     for key, item in value.items():
-        if key not in hints:
+        if key not in names:
             raise SamatError(unknown_key_message(path, str(key), names))
         kwargs[key] = _coerce(item, hints[key], f"{path}.{key}" if path else key)
     missing = [
-        f.name for f in dataclasses.fields(cls)
+        f.name for f in _keys(cls)
         if f.name not in kwargs
         and f.default is dataclasses.MISSING
         and f.default_factory is dataclasses.MISSING
@@ -501,7 +512,7 @@ def _with_defaults(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """``data`` with every omitted section and component filled in from the defaults, so an
     override such as ``train.optimizer.lr=0.05`` edits the default optimizer."""
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    for f in _keys(cls):
         tp = hints[f.name]
         if not (tp is Component or dataclasses.is_dataclass(tp)):
             continue
@@ -685,27 +696,54 @@ def _find_parent(entry: str, including: Path, line: int) -> Path:
                      "name from samat list recipes")
 
 
+_AT_KEY = re.compile(r"\(at (?P<at>[\w.-]+)\)$")
+"""A registry's error ends with its key: ``Unknown attack 'x'. ... (at eval.attacks.0.name)``."""
 _KEY_PATH = re.compile(r"(?:Unknown [\w ]+ '(?P<quoted>[^'=]+)[^']*'|(?P<plain>[\w.-]+):)")
 
 
-def _locate(message: str, sources: dict[str, str], main: Path, overrides: Sequence[str] = ()
-           ) -> str:
-    """``message`` (an error about a key path) prefixed with the ``file:line`` of the
-    fragment or parent that set that key; unchanged if the key is the main file's, a default
-    or an override's."""
-    match = _KEY_PATH.match(message)
-    if not match:
-        return message
-    key = match.group("quoted") or match.group("plain")
-    related = [o.partition("=")[0].strip() for o in overrides]
-    if any(o == key or o.startswith(f"{key}.") or key.startswith(f"{o}.") for o in related):
-        return message
-    parts = key.split(".")
-    where = next((sources[p] for p in (".".join(parts[:n]) for n in range(len(parts), 0, -1))
-                  if p in sources), None)
-    if where is None or where.rsplit(":", 1)[0] == str(main):
-        return message
-    return f"{where}: {message}"
+@dataclass(frozen=True)
+class Origin:
+    """Where a composed recipe's keys were written: the main file, the ``file:line`` that set
+    each flattened key path (:func:`compose_recipe`) and the overrides given on top."""
+
+    path: Path
+    sources: dict[str, str]
+    overrides: tuple[str, ...] = ()
+
+    def locate(self, message: str) -> str:
+        """``message`` (an error about a key path) prefixed with the ``file:line`` of the
+        fragment or parent that set that key; unchanged if the key is the main file's, a
+        default's or an override's."""
+        match = _AT_KEY.search(message) or _KEY_PATH.match(message)
+        if not match:
+            return message
+        key = match.group("at") if match.re is _AT_KEY else (
+            match.group("quoted") or match.group("plain"))
+        related = [o.partition("=")[0].strip() for o in self.overrides]
+        if any(o == key or o.startswith(f"{key}.") or key.startswith(f"{o}.") for o in related):
+            return message
+        parts = key.split(".")
+        where = next((self.sources[p] for p in (".".join(parts[:n])
+                                                for n in range(len(parts), 0, -1))
+                      if p in self.sources), None)
+        if where is None or where.rsplit(":", 1)[0] == str(self.path):
+            return message
+        return f"{where}: {message}"
+
+
+@contextmanager
+def located(origin: Origin | None) -> Iterator[None]:
+    """Re-raise a :class:`SamatError` about a key that a fragment or parent recipe set with
+    that file's ``file:line`` in front (see :meth:`Origin.locate`); same exception, same class.
+    Missing data is left as it is: its fix is on disk, not in the file."""
+    try:
+        yield
+    except MissingDataError:
+        raise
+    except SamatError as exc:
+        if origin is not None:
+            exc.args = (origin.locate(str(exc)), *exc.args[1:])
+        raise
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
@@ -723,13 +761,10 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     if not isinstance(data, dict):
         raise SamatError(f"{path}: expected a mapping of keys (task:, train:, eval:, ...) at the "
                          f"top level, got a {type(data).__name__}: {data!r:.60}")
-    try:
+    origin = Origin(path, sources, tuple(overrides))
+    with located(origin):
         recipe = recipe_from_dict(data, overrides)
-    except SamatError as exc:
-        located = _locate(str(exc), sources, path, overrides)
-        if located == str(exc):
-            raise
-        raise SamatError(located) from None
+    recipe.origin = origin
     if not recipe.name:
         recipe.name = path.stem
     return recipe

@@ -33,7 +33,7 @@ from samat.interfaces import Attack, InputPerturbation, Measure, Task, WeightPer
 from samat.locking import RunLock, acquire_unless_alive
 from samat.plugins import call_result_hooks
 from samat.probe import check_attacks
-from samat.recipe import Recipe, flatten, load_recipe, recipe_from_dict
+from samat.recipe import Recipe, flatten, load_recipe, located, recipe_from_dict
 from samat.seeding import seed_everything
 from samat.tracking import RunEvents
 from samat.train import Diverged, Trainer
@@ -59,7 +59,13 @@ class Components:
 def build_components(recipe: Recipe, task: Task | None = None) -> Components:
     """Create task (unless given, built from this recipe's task config), model, perturbations
     and attacks, and check every attack against the model (:func:`samat.probe.check_attacks`);
-    raises SamatError on any bad input."""
+    raises SamatError on any bad input (naming the fragment's ``file:line`` if one set the
+    key: :func:`samat.recipe.located`)."""
+    with located(recipe.origin):
+        return _build(recipe, task)
+
+
+def _build(recipe: Recipe, task: Task | None) -> Components:
     device = resolve_device(recipe.device)
     check_components(recipe)
     seed_everything(recipe.seed)

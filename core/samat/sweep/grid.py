@@ -35,10 +35,12 @@ from samat.factories import check_components
 from samat.interfaces import Task
 from samat.locking import lock_state
 from samat.recipe import (
+    Origin,
     Recipe,
     compose_recipe,
     find_recipe,
     load_yaml_text,
+    located,
     parse_override,
     recipe_from_dict,
 )
@@ -93,6 +95,8 @@ class Sweep:
     cases: dict[str, dict[str, Any]]
     points: list[Point] = field(default_factory=list)
     launcher: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    """``file:line`` of each key of ``base`` (:func:`samat.recipe.compose_recipe`), for errors."""
 
     def identity(self) -> dict[str, Any]:
         """What must match for a re-run to continue an existing sweep directory."""
@@ -178,7 +182,7 @@ def load_sweep(recipe_path: str | Path, args: list[str] = (), build: bool | int 
     every point (``build=True``), none (``False``) or only the point of that index (an
     ``int``). Nothing is written."""
     recipe_path = find_recipe(recipe_path)
-    data, _ = compose_recipe(recipe_path)
+    data, sources = compose_recipe(recipe_path)
     if not isinstance(data, dict):
         raise SamatError(f"{recipe_path}: expected a mapping of keys at the top level")
     data = copy.deepcopy(data)
@@ -199,7 +203,7 @@ def load_sweep(recipe_path: str | Path, args: list[str] = (), build: bool | int 
             "recipe or pass axes such as seed=0,1,2"
         )
     sweep = Sweep(Path(recipe_path), data, overrides, grid, cases, make_points(grid, cases),
-                  launcher_settings(block.get("launcher"), list(args)))
+                  launcher_settings(block.get("launcher"), list(args)), sources)
     names = [p.name for p in sweep.points]
     if len(set(names)) != len(names):
         raise SamatError("sweep: two points map to the same directory; give distinct values")
@@ -207,7 +211,8 @@ def load_sweep(recipe_path: str | Path, args: list[str] = (), build: bool | int 
     for point in sweep.points:  # names and keys of every point first: fast
         try:
             recipes.append(point_recipe(sweep, point, Path(".")))
-            check_components(recipes[-1])
+            with located(recipes[-1].origin):
+                check_components(recipes[-1])
         except SamatError as exc:
             raise SamatError(f"sweep point {point.name}: {exc}") from None
     if build is True:
@@ -300,9 +305,11 @@ def _build_all(sweep: Sweep, recipes: list[Recipe], only: int | None = None) -> 
 
 def point_recipe(sweep: Sweep, point: Point, root: Path) -> Any:
     """The validated recipe of ``point``, writing to ``root/point.name``."""
-    recipe = recipe_from_dict(
-        sweep.base, [*sweep.overrides, *point.overrides, f"output_dir={root / point.name}"]
-    )
+    overrides = [*sweep.overrides, *point.overrides, f"output_dir={root / point.name}"]
+    origin = Origin(sweep.recipe_path, sweep.sources, tuple(overrides))
+    with located(origin):
+        recipe = recipe_from_dict(sweep.base, overrides)
+    recipe.origin = origin
     if not recipe.name:
         recipe.name = sweep.recipe_path.stem
     return recipe
