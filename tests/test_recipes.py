@@ -130,6 +130,8 @@ def test_shipped_recipes_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[2:]}
     assert set(rows) == set(recipe_names()) and "_shared/paper_training" not in rows
     assert "Section 4 binary model" in rows["toy_duality"]  # with its description
+    undescribed = [name for name, line in rows.items() if line.split(maxsplit=1) == [name]]
+    assert not undescribed, f"shipped recipes without a description: {undescribed}"
     for name in ("digits/sam", "digits/sam.yaml", "recipes/digits/sam.yaml"):
         assert load_recipe(name) == load_recipe(ROOT / "recipes" / "digits" / "sam.yaml")
     (tmp_path / "digits").mkdir()  # an existing path wins over a shipped name
