@@ -46,9 +46,11 @@ toy: $(VENV)/.core
 # The Slurm tests (tests/test_sweep_slurm.py) need a Slurm: if none answers, scripts/slurm_up.sh
 # brings up a single-node one on 127.0.0.1 (installing slurm-wlm and munge with apt-get when root)
 # and scripts/slurm_down.sh stops it after pytest, whatever pytest's outcome. If it cannot start,
-# make test goes on and those tests skip, saying why.
+# make test goes on and those tests skip, saying why. zsh, for the zsh completion test, is
+# installed the same way (scripts/install_zsh.sh).
 test: $(VENV)/.all
 	$(BIN)/ruff check .
+	@scripts/install_zsh.sh
 	@if timeout 10 sinfo -h >/dev/null 2>&1; then \
 	  echo "make test: Slurm answers already; left as it is"; \
 	elif scripts/slurm_up.sh; then \

@@ -217,33 +217,3 @@ def test_every_command_help_shows_examples(capsys) -> None:
         assert main([command, "--help"]) == 0
         out = capsys.readouterr().out
         assert "\nexamples:\n  samat " + command in out, command
-
-
-def test_bash_completion_script_is_valid_and_completes(tmp_path: Path, capsys) -> None:
-    import shutil
-    import subprocess
-
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("no bash")
-    assert main(["completion", "bash"]) == 0
-    script = tmp_path / "samat.bash"
-    script.write_text(capsys.readouterr().out)
-    assert subprocess.run([bash, "-n", str(script)]).returncode == 0
-    (tmp_path / "recipes").mkdir()
-    (tmp_path / "recipes" / "sam.yaml").touch()
-    (tmp_path / "recipes" / "notes.txt").touch()
-
-    def complete(*words: str) -> list[str]:
-        call = (f"source {script}; COMP_WORDS=(samat {' '.join(words)}); "
-                f"COMP_CWORD={len(words)}; _samat; printf '%s\\n' \"${{COMPREPLY[@]}}\"")
-        out = subprocess.run([bash, "-c", call], cwd=tmp_path, capture_output=True, text=True)
-        return out.stdout.split()
-
-    assert complete("sw") == ["sweep"]
-    assert complete("list", "p") == ["perturbations"]
-    assert complete("sweep", "r.yaml", "--la") == ["--launcher"]
-    assert complete("sweep", "r.yaml", "--launcher", "s") == ["slurm"]
-    assert complete("run", "recipes/") == ["recipes/sam.yaml"]
-    assert main(["completion", "zsh"]) == 0
-    assert "bashcompinit" in capsys.readouterr().out

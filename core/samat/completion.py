@@ -19,6 +19,14 @@ _COMPLETE = {
 }
 
 
+ZSH_PRELUDE = """\
+# zsh: the completion system first if ~/.zshrc has not loaded it (compdef is its), then its
+# emulation of bash's complete/compgen, which runs the function below
+(( $+functions[compdef] )) || { autoload -U compinit && compinit; }
+autoload -U +X bashcompinit && bashcompinit
+"""
+
+
 def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
     """The completion script of ``parser``'s program for ``shell`` (``bash`` or ``zsh``; zsh
     runs the bash function through ``bashcompinit``)."""
@@ -52,7 +60,7 @@ _{prog}() {{
 complete -o filenames -F _{prog} {prog}
 """
     if shell == "zsh":
-        return "autoload -U +X bashcompinit && bashcompinit\n" + script
+        return ZSH_PRELUDE + script
     return script
 
 
