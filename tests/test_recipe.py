@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -8,9 +9,11 @@ import yaml
 from samat.errors import SamatError
 from samat.recipe import (
     Component,
+    apply_override,
     compose_recipe,
     load_recipe,
     merge,
+    merge_overrides,
     normalize,
     parse_number,
     recipe_from_dict,
@@ -175,6 +178,22 @@ def test_merge_rules() -> None:
                   "weight_perturbation": {"name": "none"}},  # another name: no stray rho
         "eval": {"attacks": [{"name": "pgd"}], "n_examples": None}}  # lists, null replace
     assert base["train"]["optimizer"] == {"name": "sgd", "lr": 0.1}  # inputs untouched
+
+
+def test_merge_overrides_make_the_merge_with_the_fewest_keys() -> None:
+    base = {"seed": 0, "train": {"epochs": 5, "optimizer": {"name": "sgd", "lr": 0.1},
+                                 "weight_perturbation": {"name": "sam", "rho": 0.1}}}
+    over = {"seed": 0, "train": {"epochs": 5, "optimizer": {"name": "adam", "lr": 0.1},
+                                 "weight_perturbation": {"name": "sam", "rho": 0.2}},
+            "eval": {"n_examples": 10}}
+    overrides = merge_overrides(base, over)
+    assert overrides == {"train.optimizer": {"name": "adam", "lr": 0.1},
+                         "train.weight_perturbation.rho": 0.2, "eval": {"n_examples": 10}}
+    applied = copy.deepcopy(base)
+    for key, value in overrides.items():
+        apply_override(applied, key.split("."), value)
+    assert applied == merge(base, over)
+    assert merge_overrides(base, base) == {}
 
 
 def test_extends_parents_in_order_then_the_file(tmp_path: Path) -> None:

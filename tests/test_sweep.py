@@ -12,7 +12,7 @@ from run_fixtures import without_wall_clock
 
 from samat import results
 from samat.errors import SamatError
-from samat.sweep import MANIFEST, load_sweep, run_sweep, split_arguments
+from samat.sweep import MANIFEST, load_sweep, point_recipe, run_sweep, split_arguments
 
 pytestmark = pytest.mark.usefixtures("fixture_task")
 
@@ -210,6 +210,35 @@ def test_a_points_error_names_the_fragment_that_set_the_key(tmp_path: Path) -> N
         load_sweep(path, [])
     assert str(info.value) == (f"sweep point seed=0: {tmp_path / 'sam.yaml'}:2: "
                                "train.weight_perturbation: rho must be > 0, got -1")
+
+
+def test_a_case_extends_recipes_and_fragments(tmp_path: Path) -> None:
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "adam.yaml").write_text(
+        "train:\n  optimizer: {name: adam, lr: 1.0e-3}\n")
+    (tmp_path / "sam.yaml").write_text(  # a whole recipe: only what differs from the base counts
+        "name: sam\nextends: sweep.yaml\ntrain:\n  weight_perturbation: {name: sam, rho: 0.1}\n")
+    (tmp_path / "shared" / "sweep.yaml").write_text(  # cases written here: paths from here
+        "sweep:\n  cases:\n    sgd: {}\n    adam: {extends: adam.yaml}\n"
+        "    sam: {extends: [../sam.yaml, adam.yaml], train.weight_perturbation.rho: 0.2}\n")
+    path = _recipe(tmp_path, extends="shared/sweep.yaml")
+    sweep = load_sweep(path, [])
+    assert sweep.cases == {
+        "sgd": {},
+        "adam": {"train.optimizer": {"name": "adam", "lr": 1e-3}},  # another name: whole
+        "sam": {"train.optimizer": {"name": "adam", "lr": 1e-3},
+                "train.weight_perturbation": {"name": "sam", "rho": 0.1},
+                "train.weight_perturbation.rho": 0.2}}  # the case's own key last
+    recipes = {p.case: point_recipe(sweep, p, tmp_path) for p in sweep.points}
+    assert recipes["adam"].train.optimizer.params == {"lr": 1e-3}  # no stray momentum
+    assert recipes["sam"].train.weight_perturbation.params == {"rho": 0.2}
+    assert recipes["sgd"].train.optimizer.name == "sgd"
+    bad = path.read_text().replace("shared/sweep.yaml", "bad.yaml")
+    (tmp_path / "bad.yaml").write_text("sweep:\n  cases:\n    a: {}\n    b: {extends: nope.yaml}\n")
+    path.write_text(bad)
+    with pytest.raises(SamatError, match=rf"^{tmp_path / 'bad.yaml'}:4: extends: 'nope.yaml' "
+                                         "not found"):
+        load_sweep(path, [])
 
 
 def test_a_diverged_point_is_reported_not_failed_and_not_retried(tmp_path: Path) -> None:

@@ -672,6 +672,37 @@ def _compose(path: Path, chain: tuple[tuple[Path, Path], ...]
     return merge(merged, data), sources
 
 
+def compose_parents(value: Any, including: Path, line: int) -> dict[str, Any]:
+    """The recipes that an ``extends:`` value written at ``including:line`` names (a file
+    relative to ``including`` or a shipped name, or a list of them), each composed, merged in
+    order; without their own keys (``name``, ``description``) and ``sweep:`` blocks."""
+    merged: dict[str, Any] = {}
+    for entry, at in _parents(value, including, {EXTENDS: line}):
+        found = _find_parent(entry, including, at)
+        parent, _ = _compose(found, ())
+        if not isinstance(parent, dict):
+            raise SamatError(f"{found}: a recipe that others extend is a mapping of keys "
+                             f"(train:, eval:, ...), got a {type(parent).__name__}")
+        merged = merge(merged, {k: v for k, v in parent.items()
+                                if k not in (*OWN_KEYS, "sweep")})
+    return merged
+
+
+def merge_overrides(base: Any, over: Any, prefix: str = "") -> dict[str, Any]:
+    """The fewest ``key.path: value`` overrides that turn ``base`` into ``merge(base, over)``:
+    a value equal to ``base``'s is left out, a component under another name is replaced
+    whole (so no stray parameter is kept)."""
+    if isinstance(base, dict) and isinstance(over, dict) and not (
+            "name" in base and "name" in over and base["name"] != over["name"]):
+        out: dict[str, Any] = {}
+        for key, value in over.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            out.update(merge_overrides(base[key], value, path) if key in base
+                       else {path: value})
+        return out
+    return {} if base == over else {prefix: over}
+
+
 def _parents(value: Any, path: Path, lines: dict[str, int]) -> list[tuple[str, int]]:
     entries = value if isinstance(value, list) else [value]
     if not entries or not all(isinstance(e, str) and e.strip() for e in entries):

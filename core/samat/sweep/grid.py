@@ -35,12 +35,15 @@ from samat.factories import check_components
 from samat.interfaces import Task
 from samat.locking import lock_state
 from samat.recipe import (
+    EXTENDS,
     Origin,
     Recipe,
+    compose_parents,
     compose_recipe,
     find_recipe,
     load_yaml_text,
     located,
+    merge_overrides,
     parse_override,
     recipe_from_dict,
 )
@@ -157,6 +160,25 @@ def _check_cases(cases: Any, where: str) -> dict[str, dict[str, Any]]:
     return {name: dict(overrides or {}) for name, overrides in cases.items()}
 
 
+def _case_parents(cases: dict[str, dict[str, Any]], base: dict[str, Any],
+                  sources: dict[str, str], recipe_path: Path) -> dict[str, dict[str, Any]]:
+    """Cases with an ``extends:`` (recipes or fragments, relative to the file that wrote it):
+    the point is ``base`` with those files merged over it as a recipe's ``extends:`` merges
+    them, then the case's own ``key.path: value`` overrides; resolved here into the overrides
+    that make that difference (:func:`samat.recipe.merge_overrides`), so the manifest records
+    exactly what each point sets."""
+    resolved = {}
+    for name, overrides in cases.items():
+        overrides = dict(overrides)
+        if EXTENDS in overrides:
+            where = sources.get(f"{SWEEP_KEY}.cases.{name}.{EXTENDS}", f"{recipe_path}:0")
+            file, _, line = where.rpartition(":")
+            parents = compose_parents(overrides.pop(EXTENDS), Path(file), int(line))
+            overrides = {**merge_overrides(base, parents), **overrides}
+        resolved[name] = overrides
+    return resolved
+
+
 def _short_keys(keys: list[str]) -> dict[str, str]:
     """Last path component of each key, the full key where two would collide."""
     last = [k.rsplit(".", 1)[-1] for k in keys]
@@ -194,7 +216,8 @@ def load_sweep(recipe_path: str | Path, args: list[str] = (), build: bool | int 
         raise SamatError(f"Unknown key '{SWEEP_KEY}.{sorted(unknown)[0]}'. "
                          "Valid keys here: grid, cases, launcher")
     grid = _check_grid(block.get("grid"), f"{SWEEP_KEY}.grid")
-    cases = _check_cases(block.get("cases"), f"{SWEEP_KEY}.cases")
+    cases = _case_parents(_check_cases(block.get("cases"), f"{SWEEP_KEY}.cases"), data,
+                          sources, recipe_path)
     cli_axes, overrides = split_arguments(list(args))
     grid.update(_check_grid(cli_axes, "sweep axis"))
     if not grid and not cases:
