@@ -1,7 +1,7 @@
 """Every shipped recipe under recipes/ validates: built completely (every point of a sweep), or,
 where its data is not on this machine, refused with one line that says where the data goes; each
-attack list, schedule and optimizer is written once (recipes extend shared fragments); shipped
-recipes run by name."""
+attack list, schedule and optimizer is written once (recipes and sweep cases extend shared
+fragments); shipped recipes run by name."""
 
 from __future__ import annotations
 
@@ -103,10 +103,13 @@ def test_no_attack_list_schedule_or_optimizer_is_written_twice() -> None:
     seen: dict[str, list[str]] = collections.defaultdict(list)
     for path in FILES:
         data = yaml.safe_load((ROOT / "recipes" / path).read_text())
+        cases = (_at(data, "sweep.cases") or {}).items()  # a case may extend, too
         for key in WRITTEN_ONCE:
-            block = _at(data, key)
-            if block is not None:
-                seen[json.dumps([key, block], sort_keys=True)].append(path.as_posix())
+            blocks = [(path.as_posix(), _at(data, key))] + [
+                (f"{path.as_posix()} case {name}", (case or {}).get(key)) for name, case in cases]
+            for where, block in blocks:
+                if block is not None:
+                    seen[json.dumps([key, block], sort_keys=True)].append(where)
     repeated = {block: files for block, files in seen.items() if len(files) > 1}
     assert not repeated, f"write these once, in a fragment the recipes extend: {repeated}"
     assert len(seen) >= 10  # the check reads the blocks
