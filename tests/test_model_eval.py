@@ -18,6 +18,7 @@ from image_fixtures import make_cifar10
 from run_fixtures import kill_on_attack_call, without_wall_clock
 
 from samat import testing
+from samat.cli import main
 from samat.errors import SamatError
 from samat.model_eval import resolve_source, run_eval
 from samat.report import build_tables, collect_runs
@@ -79,7 +80,8 @@ def test_an_eval_recipe_adds_attacks_and_measures_to_the_runs(trained: Path, tmp
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
-def test_a_weights_file_with_a_recipe(trained: Path, tmp_path: Path, suffix: str) -> None:
+def test_a_weights_file_with_a_recipe(trained: Path, tmp_path: Path, suffix: str,
+                                      capsys: pytest.CaptureFixture) -> None:
     state = torch.load(trained / "checkpoints" / "last.pt", weights_only=True)["model"]
     weights = tmp_path / f"model{suffix}"
     if suffix == ".pt":
@@ -95,6 +97,9 @@ def test_a_weights_file_with_a_recipe(trained: Path, tmp_path: Path, suffix: str
     assert metrics["evaluated"] == {**metrics["evaluated"], "kind": "weights",
                                     "file": str(weights)}
     assert metrics["training"] is None
+    assert main(["eval", str(weights), str(recipe), "--output", str(tmp_path / "cli")]) == 0
+    out = capsys.readouterr().out  # the end table, with no training to describe
+    assert f"evaluated=weights:{weights} seed=3" in out and "pgd-linf-0.2" in out
 
 
 def test_an_eval_recipes_fragment_is_named_in_its_errors(trained: Path, tmp_path: Path

@@ -208,6 +208,14 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _brief(value: Any) -> str:
+    """A parameter for the end-of-run table: a mapping (such as a text attack's resources) as
+    its keys with the first clause of each value; metrics.json keeps the whole text."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {str(v).split(':')[0]}" for k, v in value.items()) + "}"
+    return _cell(value)
+
+
 def results_table(metrics: dict[str, Any]) -> str:
     """The table the CLI prints at the end of a run."""
     key = metrics["metric"]
@@ -216,20 +224,25 @@ def results_table(metrics: dict[str, Any]) -> str:
                               metrics["natural"].get("n_examples")]]
     for result in metrics["attacks"]:
         params = {k: v for k, v in result["attack"].items() if k not in ("name",)}
-        shown = ", ".join(f"{k}={_cell(v)}" for k, v in params.items() if v is not None)
+        shown = ", ".join(f"{k}={_brief(v)}" for k, v in params.items() if v is not None)
         rows.append([result["label"], shown, result[key], result.get("n_examples")])
     if metrics.get("average_under_attack") is not None:
         rows.append(["average over attacks", "", metrics["average_under_attack"], ""])
-    title = (f"{metrics['recipe']['name']}: task={metrics['task']['name']} "
-             f"weight={metrics['training']['weight_perturbation']['name']} "
-             f"input={metrics['training']['input_perturbation']['name']} "
+    training = metrics.get("training") or {}  # None: samat eval of a model samat did not train
+    if training:
+        how = (f"weight={training['weight_perturbation']['name']} "
+               f"input={training['input_perturbation']['name']}")
+    else:
+        evaluated = metrics.get("evaluated") or {}
+        how = f"evaluated={evaluated.get('kind', 'model')}:{evaluated.get('source', '?')}"
+    title = (f"{metrics['recipe']['name']}: task={metrics['task']['name']} {how} "
              f"seed={metrics['seed']}  ({key}, {better} is better)")
     table = format_table(["evaluation", "parameters", key, "n"], rows)
     extras = [f"{k}: {_cell(v)}" for k, v in metrics.get("report", {}).items()
               if isinstance(v, int | float)]
     records = {k: v for k, v in metrics.get("report", {}).items()
                if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)}
-    skipped = metrics.get("training", {}).get("skipped_steps")
+    skipped = training.get("skipped_steps")
     if skipped:
         extras.append(f"skipped steps (non-finite, train.on_nonfinite=skip): {skipped}")
     parts = [title, table, *extras]
