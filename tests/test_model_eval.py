@@ -170,6 +170,9 @@ def test_bad_sources_are_one_line_errors_that_write_nothing(trained: Path,
     code = tmp_path / "code.pt"
     code.write_bytes(b"\x80\x04cos\nsystem\n.")  # a pickle that would import os.system
     cases.append((str(code), str(recipe), "not a readable weights file"))
+    evaluated, _ = run_eval(str(trained), output=str(tmp_path / "evaluated"))
+    cases.append((str(evaluated), None, rf"^SOURCE {evaluated}: the output of samat eval, which "
+                  rf"holds no weights; evaluate what it evaluated \(samat eval {trained} "))
     for source, given, message in cases:
         with pytest.raises(SamatError, match=message) as error:
             run_eval(source, given, output=str(tmp_path / "eval"))

@@ -74,6 +74,9 @@ def resolve_source(text: str) -> Source:
     if text.startswith(LIBRARIES):
         return Source(text, "library")
     path = Path(text)
+    if path.is_dir() and (path / SOURCE_FILE).is_file():
+        raise SamatError(f"SOURCE {text}: the output of samat eval, which holds no weights; "
+                         f"evaluate what it evaluated ({_evaluated(path / SOURCE_FILE)})")
     if path.is_dir() and results.is_run_dir(path):
         return Source(text, "run", path)
     if path.is_file() and path.suffix in WEIGHT_SUFFIXES:
@@ -90,6 +93,14 @@ def resolve_source(text: str) -> Source:
                          f"{', '.join(WEIGHT_SUFFIXES)}")
     raise SamatError(f"SOURCE {text}: not found; give a run directory, a weights file with a "
                      "recipe, timm:NAME, torchvision:NAME or a Hugging Face model")
+
+
+def _evaluated(path: Path) -> str:
+    """What the eval directory's ``source.json`` names, as a command."""
+    try:
+        return f"samat eval {json.loads(path.read_text())['source']} ..."
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{path} is unreadable"
 
 
 def eval_recipe(source: Source, recipe_path: str | None, overrides: list[str]) -> Recipe:
