@@ -136,6 +136,8 @@ def test_a_library_model_built_offline_runs_the_attack_suite(tmp_path: Path,
     assert metrics["task"]["architecture"] == source and metrics["natural"]["n_examples"] == 6
     assert [a["attack"]["name"] for a in metrics["attacks"]] == ["fgsm", "pgd"]
     assert yaml.safe_load((out / "config.yaml").read_text())["task"]["model"] == source
+    assert f"{source}: freshly initialised weights (task.pretrained is not true)" in (
+        out / "log.txt").read_text()  # said, not silent: the numbers are a random model's
 
 
 def test_pretrained_weights_missing_offline_say_what_to_fetch(

@@ -282,6 +282,9 @@ def run_eval(source_text: str, recipe_path: str | None = None, overrides: list[s
                        resumed_at=0 if resume else None)
     try:
         log.info("eval %s: %s source %s, device %s", out, source.kind, source.text, c.device)
+        if source.kind == "library" and not recipe.task.params.get("pretrained"):
+            log.warning("%s: freshly initialised weights (task.pretrained is not true): "
+                        "the numbers are a random model's", source.text)
         for attack_label, attack in c.attacks:
             attack.set_output(out, attack_label)
         with events:
