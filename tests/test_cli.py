@@ -70,6 +70,20 @@ def test_run_end_to_end_then_resume_reports_again(tmp_path: Path, run_cli,
     assert len(list((tmp_path / "runs" / "quick").iterdir())) == 1
 
 
+def test_run_output_names_the_run_directory(tmp_path: Path, run_cli,
+                                            fixture_env: dict[str, str]) -> None:
+    recipe = write(tmp_path, RUN)
+    first = run_cli("run", recipe, "--output", "here/1: odd", "train.epochs=1", cwd=tmp_path,
+                    env=fixture_env)
+    assert first.returncode == 0, first.stderr
+    assert "run directory: here/1: odd" in first.stdout  # a path, even if YAML would not say so
+    assert (tmp_path / "here" / "1: odd" / "metrics.json").is_file()
+    assert not (tmp_path / "runs").exists()
+    again = run_cli("run", recipe, "train.epochs=1", "--resume", "--output", "here/1: odd",
+                    cwd=tmp_path, env=fixture_env)
+    assert again.returncode == 0 and "finished already" in again.stderr, again.stderr
+
+
 def test_validate_trains_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     recipe = write(tmp_path, GOOD + "eval: {attacks: [{name: fgsm, eps: 0.1}]}\n")
@@ -166,6 +180,7 @@ def test_errors_in_a_real_process_have_no_traceback(tmp_path: Path, run_cli,
         (["run", "r.yaml", "--resume", "train.epochs=5"], "overrides", ["train.epochs=5"]),
         (["run", "r.yaml", "seed=1", "--nproc", "2", "train.epochs=5"], "overrides",
          ["seed=1", "train.epochs=5"]),
+        (["run", "r.yaml", "--output", "d", "seed=1"], "overrides", ["seed=1"]),
         (["validate", "r.yaml", "seed=1"], "overrides", ["seed=1"]),
         (["sweep", "r.yaml", "--launcher", "slurm", "seed=0,1"], "axes", ["seed=0,1"]),
         (["eval", "src", "--resume", "r.yaml", "seed=1"], "rest", ["r.yaml", "seed=1"]),

@@ -50,6 +50,7 @@ EXAMPLES = {
   samat run recipes/digits/sam.yaml
   samat run recipes/digits/sam.yaml train.weight_perturbation.rho=0.2 seed=1
   samat run recipes/digits/sam.yaml --resume train.epochs=5
+  samat run digits/sam --output ~/runs/sam-rho0.1
   samat run --nproc 2 recipes/cifar10/sam.yaml task.root=~/data/cifar""",
     "eval": """\
   samat eval runs/cifar10_sam/20261130-101500 eval.n_examples=1000
@@ -94,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="continue the last run of this recipe (or of output_dir)")
     run.add_argument("--nproc", type=int, metavar="N",
                      help="train data-parallel in N processes on this machine (via torchrun)")
+    run.add_argument("--output", metavar="DIR", type=_user_path,
+                     help="run directory (the same as output_dir=DIR; default: "
+                     "runs/<name>/<time>)")
 
     evaluate = sub.add_parser(
         "eval", help="evaluate a trained model: a run directory, a weights file, timm:NAME, "
@@ -187,12 +191,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from samat.runner import run
 
     die_with_parent()
+    overrides = list(args.overrides)
+    if args.output is not None:  # a JSON string is a YAML string: any path stays a path
+        overrides.append(f"output_dir={json.dumps(args.output)}")
     if args.nproc is not None:
         from samat.launch import launch
 
-        return launch(args.nproc, args.recipe, args.overrides, args.resume)
+        return launch(args.nproc, args.recipe, overrides, args.resume)
     with _log_to_stderr(), _graceful_stops():
-        metrics = run(args.recipe, args.overrides, resume=args.resume)
+        metrics = run(args.recipe, overrides, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 prints
         print(results_table(metrics))
     return 0
