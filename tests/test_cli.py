@@ -84,6 +84,18 @@ def test_run_output_names_the_run_directory(tmp_path: Path, run_cli,
     assert again.returncode == 0 and "finished already" in again.stderr, again.stderr
 
 
+def test_sweep_of_a_directory_that_is_no_sweep_says_what_it_is(tmp_path: Path,
+                                                               capsys) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("task: toy_duality\n")
+    for directory, what in ((tmp_path / "run", "a run directory (samat run's), not a sweep's"),
+                            (tmp_path, "a directory without sweep.json")):
+        assert main(["sweep", str(directory), "--status"]) == 2
+        assert capsys.readouterr().err == (
+            f"samat: error: {directory} is {what}: give a sweep recipe (.yaml) or the "
+            "directory of a sweep (the one holding sweep.json)\n")
+
+
 def test_validate_trains_nothing(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     recipe = write(tmp_path, GOOD + "eval: {attacks: [{name: fgsm, eps: 0.1}]}\n")

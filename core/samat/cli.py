@@ -300,7 +300,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _sweep_and_root(args: argparse.Namespace) -> tuple[Any, Path]:
     """The sweep of a recipe (with its axes) or of a sweep directory's manifest, and its
     output directory."""
-    from samat.results import SWEEP_MANIFEST
+    from samat.results import SWEEP_MANIFEST, is_run_dir
     from samat.sweep import default_root, load_sweep, sweep_from_manifest
     from samat.sweep.grid import launcher_settings, point_index
 
@@ -314,6 +314,11 @@ def _sweep_and_root(args: argparse.Namespace) -> tuple[Any, Path]:
         if args.point is not None:
             point_index(sweep, args.point)
         return sweep, Path(args.output) if args.output else source
+    if source.is_dir():
+        what = ("a run directory (samat run's), not a sweep's" if is_run_dir(source)
+                else f"a directory without {SWEEP_MANIFEST}")
+        raise SamatError(f"{source} is {what}: give a sweep recipe (.yaml) or the directory "
+                         f"of a sweep (the one holding {SWEEP_MANIFEST})")
     build = args.point if args.point is not None else not args.status
     sweep = load_sweep(source, args.axes, build=build)
     return sweep, Path(args.output) if args.output else default_root(sweep)
