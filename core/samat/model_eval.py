@@ -37,14 +37,7 @@ from samat.errors import SamatError, first_line
 from samat.evaluation import evaluate, weights_fingerprint
 from samat.locking import RunLock, acquire_unless_alive
 from samat.plugins import call_result_hooks
-from samat.recipe import (
-    Origin,
-    Recipe,
-    compose_recipe,
-    find_recipe,
-    located,
-    recipe_from_dict,
-)
+from samat.recipe import Recipe, compose_recipe, find_recipe, recipe_from_dict
 from samat.runner import Components, build_components
 from samat.seeding import set_rng_state
 from samat.tracking import RunEvents
@@ -106,12 +99,12 @@ def _evaluated(path: Path) -> str:
 def eval_recipe(source: Source, recipe_path: str | None, overrides: list[str]) -> Recipe:
     """The recipe of the evaluation: the run's (with the eval recipe over it) or the given
     one with the model SOURCE names."""
-    given, origin = _read_mapping(recipe_path, overrides) if recipe_path else (None, None)
+    given, found, sources = _read_mapping(recipe_path) if recipe_path else (None, None, None)
     if source.kind == "run":
         data = results.read_config(source.path)
         if given is not None:
             data = _over_run(data, given, recipe_path)
-        origin = None  # keys come from the run's config.yaml too: no file:line to give
+        found = None  # keys come from the run's config.yaml too: no file:line to give
     else:
         if given is None:
             raise SamatError(f"SOURCE {source.text}: a {source.kind} source needs a RECIPE that "
@@ -129,21 +122,20 @@ def eval_recipe(source: Source, recipe_path: str | None, overrides: list[str]) -
         if isinstance(train, dict) and train.get("epochs") is None \
                 and train.get("iterations") is None:
             train["epochs"] = 1  # a recipe needs a length; nothing is trained here
-    with located(origin):
-        recipe = recipe_from_dict(data, overrides)
-    recipe.origin = origin
+    recipe = recipe_from_dict(data, overrides, path=found, sources=sources)
     if not recipe.name:
         recipe.name = source.path.name if source.path else "eval"
     return recipe
 
 
-def _read_mapping(path: str, overrides: list[str]) -> tuple[dict[str, Any], Origin]:
+def _read_mapping(path: str) -> tuple[dict[str, Any], Path, dict[str, str]]:
+    """The eval recipe's data, its file and the ``file:line`` of each key."""
     found = find_recipe(path)
     data, sources = compose_recipe(found)
     if not isinstance(data, dict):
         raise SamatError(f"{path}: expected a mapping of keys (eval:, task:, ...) at the top "
                          f"level, got a {type(data).__name__}")
-    return data, Origin(found, sources, tuple(overrides))
+    return data, found, sources
 
 
 def _over_run(base: dict[str, Any], given: dict[str, Any], path: str) -> dict[str, Any]:

@@ -523,8 +523,20 @@ def _with_defaults(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def recipe_from_dict(data: Any, overrides: list[str] = ()) -> Recipe:
-    """Validate plain data (after applying ``overrides``) into a :class:`Recipe`."""
+def recipe_from_dict(data: Any, overrides: list[str] = (), *, path: Path | None = None,
+                     sources: dict[str, str] | None = None) -> Recipe:
+    """Validate plain data (after applying ``overrides``) into a :class:`Recipe`. With the
+    recipe file ``path`` and the ``file:line`` of each key (:func:`compose_recipe`), errors
+    about a key a parent or fragment set name it, then and when the run is built
+    (``Recipe.origin``)."""
+    origin = None if path is None else Origin(path, sources or {}, tuple(overrides))
+    with located(origin):
+        recipe = _recipe(data, overrides)
+    recipe.origin = origin
+    return recipe
+
+
+def _recipe(data: Any, overrides: list[str]) -> Recipe:
     check_size(data, "recipe")
     data = copy.deepcopy(data)
     if not isinstance(data, dict):
@@ -792,10 +804,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     if not isinstance(data, dict):
         raise SamatError(f"{path}: expected a mapping of keys (task:, train:, eval:, ...) at the "
                          f"top level, got a {type(data).__name__}: {data!r:.60}")
-    origin = Origin(path, sources, tuple(overrides))
-    with located(origin):
-        recipe = recipe_from_dict(data, overrides)
-    recipe.origin = origin
+    recipe = recipe_from_dict(data, overrides, path=path, sources=sources)
     if not recipe.name:
         recipe.name = path.stem
     return recipe

@@ -36,7 +36,6 @@ from samat.interfaces import Task
 from samat.locking import lock_state
 from samat.recipe import (
     EXTENDS,
-    Origin,
     Recipe,
     compose_parents,
     compose_recipe,
@@ -328,11 +327,9 @@ def _build_all(sweep: Sweep, recipes: list[Recipe], only: int | None = None) -> 
 
 def point_recipe(sweep: Sweep, point: Point, root: Path) -> Any:
     """The validated recipe of ``point``, writing to ``root/point.name``."""
-    overrides = [*sweep.overrides, *point.overrides, f"output_dir={root / point.name}"]
-    origin = Origin(sweep.recipe_path, sweep.sources, tuple(overrides))
-    with located(origin):
-        recipe = recipe_from_dict(sweep.base, overrides)
-    recipe.origin = origin
+    recipe = recipe_from_dict(
+        sweep.base, [*sweep.overrides, *point.overrides, f"output_dir={root / point.name}"],
+        path=sweep.recipe_path, sources=sweep.sources)
     if not recipe.name:
         recipe.name = sweep.recipe_path.stem
     return recipe
